@@ -1,0 +1,212 @@
+"""Pacing: when a curriculum moves on to its next stage.
+
+A pacing object sees one training loss per step through :meth:`update` and answers whether the
+stage should advance now; the sampler calls :meth:`reset` after each advance. Every pacing has
+``state_dict``/``load_state_dict`` for exact resume.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+__all__ = [
+    "PACING_FUNCTIONS",
+    "AdaptivePacing",
+    "FixedPacing",
+    "FunctionPacing",
+    "Pacing",
+    "pacing_fraction",
+]
+
+
+class Pacing(Protocol):
+    """What :class:`~diffusion_curriculum.CurriculumSampler` needs from a pacing rule."""
+
+    def update(self, loss: float, stage: int, n_stages: int) -> bool:
+        """Record one step's loss while in ``stage`` (1-based); True means advance now."""
+        ...
+
+    def reset(self) -> None:
+        """Called after the stage advanced."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class FixedPacing:
+    """Advance after a fixed number of steps per stage (one number, or one per stage)."""
+
+    def __init__(self, steps_per_stage: int | Sequence[int]) -> None:
+        if isinstance(steps_per_stage, int) and not isinstance(steps_per_stage, bool):
+            self.steps_per_stage: tuple[int, ...] = (_positive_int("steps_per_stage", steps_per_stage),)
+        else:
+            self.steps_per_stage = tuple(_positive_int("steps_per_stage", s) for s in steps_per_stage)
+            if not self.steps_per_stage:
+                raise ValueError("steps_per_stage must not be empty")
+        self.steps_in_stage = 0
+
+    def update(self, loss: float, stage: int, n_stages: int) -> bool:
+        self.steps_in_stage += 1
+        limit = self.steps_per_stage[min(stage - 1, len(self.steps_per_stage) - 1)]
+        return self.steps_in_stage >= limit
+
+    def reset(self) -> None:
+        self.steps_in_stage = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps_in_stage": self.steps_in_stage}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps_in_stage = int(state["steps_in_stage"])
+
+    def __repr__(self) -> str:
+        return f"FixedPacing({list(self.steps_per_stage)})"
+
+
+class AdaptivePacing:
+    """The paper's adaptive pacing: advance once the loss stops improving.
+
+    Each observation (optionally EMA-smoothed with decay ``ema``) counts as an improvement when
+    it is below the stage's best by more than ``min_delta``; the best is then updated and the
+    counter cleared, otherwise the counter grows. The stage advances when the counter reaches
+    ``patience`` or the stage has lasted ``max_steps_per_stage`` observations. Best, counter and
+    EMA all restart at every stage change, since a new cluster changes the loss level.
+
+    Minibatch losses are noisy: with ``ema=None`` and ``min_delta=0`` a noisy plateau still
+    produces new minima by chance, so stages last longer than the true plateau. ``ema=0.99``
+    with a small ``min_delta`` is a sensible start for minibatch training.
+    """
+
+    def __init__(
+        self,
+        patience: int,
+        min_delta: float = 0.0,
+        ema: float | None = None,
+        max_steps_per_stage: int | None = None,
+    ) -> None:
+        self.patience = _positive_int("patience", patience)
+        if not (isinstance(min_delta, int | float) and math.isfinite(min_delta) and min_delta >= 0):
+            raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+        if ema is not None and not (0.0 <= ema < 1.0):
+            raise ValueError(f"ema must be None or a decay in [0, 1), got {ema!r}")
+        if max_steps_per_stage is not None:
+            _positive_int("max_steps_per_stage", max_steps_per_stage)
+        self.min_delta = float(min_delta)
+        self.ema = ema
+        self.max_steps_per_stage = max_steps_per_stage
+        self.reset()
+
+    def reset(self) -> None:
+        self.best: float | None = None
+        self.smoothed: float | None = None
+        self.bad_steps = 0
+        self.steps_in_stage = 0
+
+    def update(self, loss: float, stage: int, n_stages: int) -> bool:
+        loss = float(loss)
+        self.steps_in_stage += 1
+        if not math.isfinite(loss):
+            # A non-finite loss says nothing about convergence; it is neither progress nor a plateau.
+            return self._over_budget()
+        if self.ema is None or self.smoothed is None:
+            self.smoothed = loss
+        else:
+            self.smoothed = self.ema * self.smoothed + (1.0 - self.ema) * loss
+        if self.best is None or self.smoothed < self.best - self.min_delta:
+            self.best = self.smoothed
+            self.bad_steps = 0
+        else:
+            self.bad_steps += 1
+        return self.bad_steps >= self.patience or self._over_budget()
+
+    def _over_budget(self) -> bool:
+        return self.max_steps_per_stage is not None and self.steps_in_stage >= self.max_steps_per_stage
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "smoothed": self.smoothed,
+            "bad_steps": self.bad_steps,
+            "steps_in_stage": self.steps_in_stage,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state["best"]
+        self.smoothed = state["smoothed"]
+        self.bad_steps = int(state["bad_steps"])
+        self.steps_in_stage = int(state["steps_in_stage"])
+
+    def __repr__(self) -> str:
+        return (
+            f"AdaptivePacing(patience={self.patience}, min_delta={self.min_delta}, "
+            f"ema={self.ema}, max_steps_per_stage={self.max_steps_per_stage})"
+        )
+
+
+PACING_FUNCTIONS = ("linear", "root", "geometric")
+
+
+def pacing_fraction(kind: str, step: int, total_steps: int, start_fraction: float) -> float:
+    """Fraction of clusters unlocked at ``step`` for the competence-style pacing functions.
+
+    With c0 = ``start_fraction`` and s = min(step / total_steps, 1) (Platanios et al. 2019):
+      linear:    c0 + (1 - c0) s
+      root:      sqrt(c0^2 + (1 - c0^2) s)
+      geometric: c0^(1 - s)   (equal ratios between steps: 2^(s log2 1 + (1-s) log2 c0))
+    All reach 1 at ``total_steps``.
+    """
+    if kind not in PACING_FUNCTIONS:
+        raise ValueError(f"unknown pacing function {kind!r}; choose from {PACING_FUNCTIONS}")
+    s = min(max(step, 0) / total_steps, 1.0)
+    c0 = start_fraction
+    if kind == "linear":
+        return c0 + (1.0 - c0) * s
+    if kind == "root":
+        return math.sqrt(c0 * c0 + (1.0 - c0 * c0) * s)
+    return c0 ** (1.0 - s)
+
+
+class FunctionPacing:
+    """Unlock clusters on a fixed schedule: stage = max(1, floor(fraction(step) * n_stages)).
+
+    For ablations against adaptive pacing; the loss is ignored. ``start_fraction`` defaults to
+    one stage's worth when ``None`` (so training starts on a single cluster).
+    """
+
+    def __init__(self, kind: str, total_steps: int, start_fraction: float | None = None) -> None:
+        if kind not in PACING_FUNCTIONS:
+            raise ValueError(f"unknown pacing function {kind!r}; choose from {PACING_FUNCTIONS}")
+        self.kind = kind
+        self.total_steps = _positive_int("total_steps", total_steps)
+        if start_fraction is not None and not (0.0 < start_fraction <= 1.0):
+            raise ValueError(f"start_fraction must lie in (0, 1], got {start_fraction!r}")
+        self.start_fraction = start_fraction
+        self.step = 0
+
+    def update(self, loss: float, stage: int, n_stages: int) -> bool:
+        self.step += 1
+        c0 = self.start_fraction if self.start_fraction is not None else 1.0 / n_stages
+        fraction = pacing_fraction(self.kind, self.step, self.total_steps, c0)
+        return math.floor(fraction * n_stages + 1e-9) > stage
+
+    def reset(self) -> None:
+        """The step count runs on across stages: the function is of the global step."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+
+    def __repr__(self) -> str:
+        return f"FunctionPacing({self.kind!r}, total_steps={self.total_steps})"

@@ -1,0 +1,46 @@
+"""The command line: clusters output and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from diffusion_curriculum.cli import main
+
+
+def test_clusters_json_matches_the_library(capsys):
+    assert main(["clusters", "-T", "1000", "-n", "20", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["start"], r["stop"]) for r in rows] == [(50 * i, 50 * i + 50) for i in range(20)]
+    assert rows[0]["snr_high"] > rows[-1]["snr_low"]
+
+
+def test_clusters_table(capsys):
+    assert main(["clusters", "-n", "3", "--method", "snr", "--schedule", "cosine"]) == 0
+    out = capsys.readouterr().out
+    assert "C_1" in out and "C_3" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["clusters", "-n", "0"],
+        ["clusters", "-n", "50", "-T", "10"],
+        ["clusters", "--method", "kmeans"],
+        ["clusters", "-T", "ten"],
+        ["nonsense"],
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_traceback(argv):
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffusion_curriculum.cli", *argv], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("diffusion-curriculum")
+
+
+def test_console_script_is_installed():
+    proc = subprocess.run(["diffusion-curriculum", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "diffusion-curriculum" in proc.stdout
