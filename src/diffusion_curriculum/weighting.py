@@ -77,6 +77,10 @@ class Weighting:
     def x0_weight(self, snr: Tensor, sigma_data: float) -> Tensor:
         raise NotImplementedError
 
+    def target_weight(self, snr: Tensor, target: str, sigma_data: float) -> Tensor:
+        """float64 weights on the ``target`` MSE for clamped float64 ``snr``."""
+        return self.x0_weight(snr, sigma_data) / target_factor(snr, target, sigma_data)
+
     def __call__(
         self,
         snr: Tensor,
@@ -87,8 +91,7 @@ class Weighting:
     ) -> Tensor:
         """Per-sample weights for the MSE on ``target`` at these SNRs, on ``snr``'s device."""
         device = torch.as_tensor(snr).device
-        snr64 = _clamped_snr(snr)
-        w = self.x0_weight(snr64, sigma_data) / target_factor(snr64, target, sigma_data)
+        w = self.target_weight(_clamped_snr(snr), target, sigma_data)
         return w.to(device=device, dtype=dtype)
 
 
@@ -96,17 +99,9 @@ class Weighting:
 class Unweighted(Weighting):
     """Weight 1 on the trained target: the plain MSE of that parameterisation."""
 
-    def __call__(
-        self,
-        snr: Tensor,
-        target: str,
-        *,
-        sigma_data: float = 0.5,
-        dtype: torch.dtype = torch.float32,
-    ) -> Tensor:
-        snr = torch.as_tensor(snr)
+    def target_weight(self, snr: Tensor, target: str, sigma_data: float) -> Tensor:
         target_factor(snr, target, sigma_data)  # validates the target name
-        return torch.ones(snr.shape, dtype=dtype, device=snr.device)
+        return torch.ones_like(snr)
 
 
 def _positive(name: str, value: float) -> None:
