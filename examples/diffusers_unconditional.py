@@ -14,7 +14,7 @@ The data are scikit-learn's 8x8 handwritten digits, scaled to [-1, 1], and the m
 ``UNet2DModel``, so the defaults (300 steps) run in well under two minutes on two CPU cores.
 At the end 64 samples are drawn with DDIM (50 steps) and saved as a PNG grid.
 
-Run (needs the ``examples`` extra: diffusers, scikit-learn, Pillow)::
+Run::
 
     python examples/diffusers_unconditional.py                      # defaults: 300 steps
     python examples/diffusers_unconditional.py --steps 20            # quick smoke test
