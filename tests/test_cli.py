@@ -33,9 +33,7 @@ def test_clusters_table(capsys):
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_traceback(argv):
-    proc = subprocess.run(
-        [sys.executable, "-m", "diffusion_curriculum.cli", *argv], capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, "-m", "diffusion_curriculum.cli", *argv], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("diffusion-curriculum")

@@ -10,8 +10,20 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "diffusers_uncondit
 
 def test_diffusers_example_runs_through_all_stages(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, str(EXAMPLE), "--steps", "8", "--n-clusters", "3", "--batch-size", "16",
-           "--num-samples", "4", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(EXAMPLE),
+        "--steps",
+        "8",
+        "--n-clusters",
+        "3",
+        "--batch-size",
+        "16",
+        "--num-samples",
+        "4",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -129,9 +129,7 @@ def test_state_dict_round_trip_mid_curriculum_gives_identical_future():
     clusters = cluster_timesteps(DiscreteSchedule.cosine(200), 6, "snr")
 
     def make():
-        return CurriculumSampler(
-            clusters, AdaptivePacing(6, ema=0.5, max_steps_per_stage=20), "random", seed=11
-        )
+        return CurriculumSampler(clusters, AdaptivePacing(6, ema=0.5, max_steps_per_stage=20), "random", seed=11)
 
     g = torch.Generator().manual_seed(0)
     losses = torch.rand(300, generator=g).tolist()

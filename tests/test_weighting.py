@@ -104,9 +104,7 @@ def _errors_edm_and_flow(snr, g, sigma_data=0.5):
 @settings(max_examples=60, deadline=None)
 @given(
     log_snr=st.floats(-8, 8),
-    weighting=st.sampled_from(
-        [MinSNR(), MinSNR(gamma=1.0), SoftMinSNR(), P2(), P2(k=2.0, gamma=0.5), EDMWeighting()]
-    ),
+    weighting=st.sampled_from([MinSNR(), MinSNR(gamma=1.0), SoftMinSNR(), P2(), P2(k=2.0, gamma=0.5), EDMWeighting()]),
     seed=st.integers(0, 1000),
 )
 def test_every_target_gives_the_same_loss_in_x0_space(log_snr, weighting, seed):

@@ -1,24 +1,23 @@
 """Command-line interface. Argument parsing and error messages only; the work lives elsewhere.
 
-Every user error ends with one line on stderr and exit code 2.
+Every user error ends with one line on stderr and exit code 2, and nothing already written is
+overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from . import __version__
-from .clustering import CLUSTER_METHODS, cluster_timesteps
-from .schedules import DiscreteSchedule
+from .clustering import CLUSTER_METHODS
 
-SCHEDULES = {
-    "linear": DiscreteSchedule.linear,
-    "cosine": DiscreteSchedule.cosine,
-    "scaled_linear": DiscreteSchedule.scaled_linear,
-}
+SCHEDULES = ("linear", "cosine", "scaled_linear")
 
 
 class UsageError(Exception):
@@ -35,21 +34,60 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors are one line (usage is for --help)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diffusion-curriculum",
         description="Denoising-task-difficulty curricula for diffusion models (Kim et al., ICLR 2025).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    train = sub.add_parser(
+        "train",
+        help="train a diffusion model with a curriculum",
+        description="Train a diffusion model. With no arguments: the easy-to-hard curriculum on "
+        "the built-in digits, on the CPU, in a few minutes, written under runs/digits_uncond/.",
+    )
+    _add_run_options(train)
+    train.add_argument("--resume", metavar="latest|PATH", help="continue from the newest intact checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    train.set_defaults(func=_cmd_train)
+
+    info = sub.add_parser("info", help="print the resolved config and the cluster table")
+    _add_run_options(info)
+    info.set_defaults(func=_cmd_info)
+
+    sample = sub.add_parser(
+        "sample",
+        help="draw samples from a trained run",
+        description="Sample from a run folder's final model (or one of its checkpoints) and write a "
+        "PNG grid or an .npz of the raw samples.",
+    )
+    sample.add_argument("run", type=Path, help="a run folder (runs/NAME) or its model/ folder")
+    sample.add_argument("--checkpoint", metavar="latest|PATH", help="use a checkpoint's EMA weights")
+    sample.add_argument("--solver", choices=("ddpm", "ddim", "euler", "heun"), help="default: the run's")
+    sample.add_argument("--steps", type=_positive_int, help="solver steps (default: the run's)")
+    sample.add_argument("--n", type=_positive_int, default=64, help="number of samples")
+    sample.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale")
+    sample.add_argument("--label", type=int, help="class label for class-conditional models")
+    sample.add_argument("--prompt", help="caption for text-conditional models")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", type=Path, required=True, help="output file: .png or .npz")
+    sample.set_defaults(func=_cmd_sample)
 
     clusters = sub.add_parser(
         "clusters",
         help="print the timestep clusters of a schedule",
-        description="Print the timestep clusters C_1 (hardest, t near 0) ... C_N (easiest) "
-        "with their SNR range.",
+        description="Print the timestep clusters C_1 (hardest, t near 0) ... C_N (easiest) with their SNR range.",
     )
-    clusters.add_argument("--schedule", choices=sorted(SCHEDULES), default="linear")
+    clusters.add_argument("--schedule", choices=SCHEDULES, default="linear")
     clusters.add_argument("--timesteps", "-T", type=_positive_int, default=1000, metavar="T")
     clusters.add_argument("--n-clusters", "-n", type=_positive_int, default=20, metavar="N")
     clusters.add_argument("--method", choices=CLUSTER_METHODS, default="uniform")
@@ -58,8 +96,143 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML config (see configs/); flags below override it")
+    p.add_argument(
+        "--dataset",
+        help="digits, mnist5k, toy2d, swiss_roll, 8gaussians, checkerboard, "
+        "moons, gmm, or a path to an image folder / .npz / .npy",
+    )
+    p.add_argument("--curriculum", choices=("easy_to_hard", "hard_to_easy", "random", "none"))
+    p.add_argument("--clusters", type=_positive_int, help="number of clusters N")
+    p.add_argument("--clustering", choices=CLUSTER_METHODS)
+    p.add_argument("--pacing", choices=("adaptive", "fixed", "linear", "root", "geometric"))
+    p.add_argument("--patience", type=_positive_int, help="adaptive pacing patience (steps)")
+    p.add_argument("--weighting", choices=("none", "min_snr", "soft_min_snr", "p2", "edm"))
+    p.add_argument("--objective", choices=("eps", "v", "x0", "edm", "flow"))
+    p.add_argument(
+        "--model",
+        metavar="ARCH[-PRESET]",
+        help="unet, dit or mlp, optionally with -tiny/-small/-base (e.g. unet-small); or a preset alone",
+    )
+    p.add_argument("--conditioning", choices=("none", "class", "text"))
+    p.add_argument("--max-steps", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run folder (default runs/<name>)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set train.lr=3e-4 (repeatable)",
+    )
+
+
+_FLAG_KEYS = {
+    "dataset": "data.dataset",
+    "curriculum": "curriculum.order",
+    "clusters": "curriculum.clusters",
+    "clustering": "curriculum.clustering",
+    "pacing": "curriculum.pacing",
+    "patience": "curriculum.patience",
+    "weighting": "objective.weighting",
+    "objective": "objective.name",
+    "conditioning": "model.conditioning",
+    "max_steps": "train.max_steps",
+    "batch_size": "train.batch_size",
+    "seed": "seed",
+    "out": "out",
+}
+
+
+def _resolve_config(args: argparse.Namespace):
+    from .training.config import load_config, parse_override
+
+    overrides: dict[str, Any] = {}
+    for attr, key in _FLAG_KEYS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            overrides[key] = value
+    if args.model is not None:
+        overrides.update(_model_flag(args.model))
+    for text in args.set:
+        key, value = parse_override(text)
+        overrides[key] = value
+    return load_config(args.config, overrides)
+
+
+def _model_flag(text: str) -> dict[str, str]:
+    presets, archs = ("tiny", "small", "base"), ("unet", "dit", "mlp")
+    parts = text.split("-")
+    if len(parts) == 1 and parts[0] in presets:
+        return {"model.preset": parts[0]}
+    if parts[0] not in archs or len(parts) > 2 or (len(parts) == 2 and parts[1] not in presets):
+        raise UsageError(f"--model {text!r}: expected ARCH[-PRESET] with ARCH in {archs}, PRESET in {presets}")
+    out = {"model.arch": parts[0]}
+    if len(parts) == 2:
+        out["model.preset"] = parts[1]
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .training.trainer import train
+
+    config = _resolve_config(args)
+    out = train(config, resume=args.resume, overwrite=args.overwrite)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run written to {out}")
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    import torch
+    import yaml
+
+    from .training.trainer import build_objective, build_sampler
+
+    config = _resolve_config(args)
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
+    objective = build_objective(config)
+    sampler = build_sampler(config, objective, rank=0)
+    space = objective.noise_space()
+    unit = "timesteps" if sampler.T is not None else ("sigma" if objective.name == "edm" else "t")
+    print(
+        f"\nclusters ({unit}; C_1 hardest, C_{sampler.n_clusters} easiest; "
+        f"order {sampler.order}, first unlocked: C_{sampler.cluster_order[0] + 1}):"
+    )
+    print(f"{'cluster':>7} {'range':>22} {'SNR from':>11} {'to':>11}")
+    for i, (a, b) in enumerate(sampler.clusters):
+        if sampler.T is not None:
+            span, hi, lo = f"[{a}, {b})", float(space.snr[a]), float(space.snr[b - 1])
+        else:
+            span = f"[{a:.4g}, {b:.4g}]"
+            hi, lo = (float(v) for v in space.snr(torch.tensor([a, b], dtype=torch.float64)))
+        print(f"{'C_' + str(i + 1):>7} {span:>22} {hi:>11.4g} {lo:>11.4g}")
+
+
+def _cmd_sample(args: argparse.Namespace) -> None:
+    from .inference import sample_to_file
+
+    path = sample_to_file(
+        args.run,
+        args.out,
+        checkpoint=args.checkpoint,
+        solver=args.solver,
+        steps=args.steps,
+        n=args.n,
+        guidance_scale=args.guidance_scale,
+        label=args.label,
+        prompt=args.prompt,
+        seed=args.seed,
+    )
+    print(f"wrote {path}")
+
+
 def _cmd_clusters(args: argparse.Namespace) -> None:
-    schedule = SCHEDULES[args.schedule](T=args.timesteps)
+    from .clustering import cluster_timesteps
+    from .schedules import DiscreteSchedule
+
+    schedule = getattr(DiscreteSchedule, args.schedule)(T=args.timesteps)
     if args.n_clusters > schedule.T:
         raise UsageError(f"--n-clusters {args.n_clusters} exceeds --timesteps {schedule.T}")
     found = cluster_timesteps(schedule, args.n_clusters, args.method)
@@ -88,9 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (UsageError, ValueError) as exc:
-        print(f"diffusion-curriculum: error: {exc}", file=sys.stderr)
+    except (UsageError, ValueError, FileNotFoundError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        print(f"diffusion-curriculum: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("diffusion-curriculum: interrupted; resume with --resume latest", file=sys.stderr)
+        return 130
     return 0
 
 

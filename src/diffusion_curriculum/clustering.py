@@ -25,9 +25,7 @@ __all__ = [
 CLUSTER_METHODS = ("uniform", "snr", "log_snr")
 
 
-def cluster_timesteps(
-    schedule: DiscreteSchedule, n_clusters: int, method: str = "uniform"
-) -> list[tuple[int, int]]:
+def cluster_timesteps(schedule: DiscreteSchedule, n_clusters: int, method: str = "uniform") -> list[tuple[int, int]]:
     """Split timesteps 0..T-1 into ``n_clusters`` half-open intervals ``(start, stop)``.
 
     Methods:

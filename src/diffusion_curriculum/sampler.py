@@ -312,9 +312,7 @@ class CurriculumSampler:
             ("cluster_order", self.cluster_order),
         ):
             if state[key] != mine:
-                raise ValueError(
-                    f"sampler state was saved with {key}={state[key]!r}, but this sampler has {mine!r}"
-                )
+                raise ValueError(f"sampler state was saved with {key}={state[key]!r}, but this sampler has {mine!r}")
         if not 1 <= int(state["stage"]) <= self.n_stages:
             raise ValueError(f"sampler state has stage {state['stage']} outside 1..{self.n_stages}")
         self.stage = int(state["stage"])

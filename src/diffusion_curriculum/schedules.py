@@ -67,9 +67,7 @@ class DiscreteSchedule:
         return cls.from_betas(torch.linspace(beta_start, beta_end, T, dtype=_F64))
 
     @classmethod
-    def scaled_linear(
-        cls, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012
-    ) -> DiscreteSchedule:
+    def scaled_linear(cls, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> DiscreteSchedule:
         """Stable Diffusion's schedule: sqrt(beta) linear in t (diffusers ``scaled_linear``)."""
         _check_T(T)
         return cls.from_betas(torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=_F64) ** 2)

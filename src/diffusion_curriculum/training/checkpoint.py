@@ -1,0 +1,143 @@
+"""Checkpoints that are never half-written and whose corruption is detected.
+
+A checkpoint is a folder ``checkpoints/step_00001000/`` holding ``state.pt`` (model, EMA,
+optimizer, LR schedule, step), one ``rank<r>.pt`` per process (sampler state and random
+generators, which differ per rank) and ``manifest.json`` with the SHA-256 of every file. It is
+assembled in a hidden temporary folder and renamed into place in one step, so a crash leaves
+either the old set of checkpoints or the new one, never a partial folder under a real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "checkpoint_dir",
+    "find_latest",
+    "list_checkpoints",
+    "load_rank_state",
+    "load_state",
+    "prune",
+    "verify",
+]
+
+_PREFIX = "step_"
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete or corrupt."""
+
+
+def checkpoint_dir(root: Path, step: int) -> Path:
+    return root / f"{_PREFIX}{step:08d}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def staging_dir(root: Path, step: int) -> Path:
+    """The hidden folder a checkpoint is assembled in before :func:`publish`."""
+    return root / f".tmp_{_PREFIX}{step:08d}"
+
+
+def save_file(obj: Any, path: Path) -> None:
+    """torch.save with fsync, so a published checkpoint's bytes are on disk."""
+    with path.open("wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def publish(root: Path, step: int, world_size: int) -> Path:
+    """Write the manifest and rename the staging folder into place (rank 0, after a barrier)."""
+    staging = staging_dir(root, step)
+    names = sorted(p.name for p in staging.iterdir() if p.is_file())
+    expected = {"state.pt", *(f"rank{r}.pt" for r in range(world_size))}
+    missing = expected - set(names)
+    if missing:
+        raise CheckpointError(f"checkpoint at step {step} is missing {sorted(missing)}")
+    manifest = {
+        "step": step,
+        "world_size": world_size,
+        "files": {name: _sha256(staging / name) for name in names},
+    }
+    with (staging / MANIFEST).open("w") as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    final = checkpoint_dir(root, step)
+    if final.exists():  # re-saving the same step (e.g. the end of a resumed, finished run)
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Published checkpoint folders, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def verify(path: Path) -> dict[str, Any]:
+    """Check a checkpoint's manifest and checksums; return the manifest or raise CheckpointError."""
+    manifest_path = path / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{path}: missing or unreadable {MANIFEST}") from None
+    for name, digest in files.items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"{path}: {name} is missing")
+        if _sha256(file) != digest:
+            raise CheckpointError(f"{path}: {name} fails its SHA-256 check (truncated or corrupt)")
+    return manifest
+
+
+def find_latest(root: Path, warn: Callable[[str], None] = print) -> Path | None:
+    """The newest checkpoint that passes :func:`verify`; each bad newer one is reported in one line."""
+    for path in reversed(list_checkpoints(root)):
+        try:
+            verify(path)
+        except CheckpointError as exc:
+            warn(f"skipping corrupt checkpoint: {exc}")
+            continue
+        return path
+    return None
+
+
+def load_state(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    return torch.load(path / "state.pt", map_location=map_location, weights_only=False)
+
+
+def load_rank_state(path: Path, rank: int, map_location: Any = "cpu") -> dict[str, Any]:
+    file = path / f"rank{rank}.pt"
+    if not file.is_file():
+        raise CheckpointError(f"{path} has no state for rank {rank}: resume with the same number of processes")
+    return torch.load(file, map_location=map_location, weights_only=False)
+
+
+def prune(root: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints, and stale staging folders."""
+    for path in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+    for stale in root.glob(f".tmp_{_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)

@@ -1,0 +1,560 @@
+"""The training loop: data, model, objective and weighting around the curriculum sampler.
+
+One process or many (Accelerate / torchrun; gloo on CPU). The loop owns no curriculum logic:
+the sampler decides which noise levels are drawn and when stages advance, the weighting how much
+each sample counts, the objective what the network predicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+
+from ..data import DatasetBundle, load_dataset
+from ..generation import generate
+from ..models import Denoiser, ModelSpec, build_model
+from ..objectives import Objective, make_objective
+from ..pacing import AdaptivePacing, FixedPacing, FunctionPacing, Pacing
+from ..sampler import CurriculumSampler, rank_seed
+from ..weighting import Weighting, make_weighting
+from . import checkpoint as ckpt
+from .config import Config, ConfigError, dump_config, load_config
+from .visual import save_samples
+
+__all__ = ["RunError", "Trainer", "build_pacing", "build_sampler", "train"]
+
+# Artefacts a run writes into its folder; --overwrite removes exactly these.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "samples", "model", "pipeline", "tensorboard")
+
+
+class RunError(ValueError):
+    """A problem with the run folder or a resume request; reported in one line."""
+
+
+def build_pacing(config: Config) -> Pacing | None:
+    """The pacing rule the config names (None for the uniform baseline)."""
+    cur = config.curriculum
+    if cur.order == "none":
+        return None
+    if cur.pacing == "adaptive":
+        return AdaptivePacing(cur.patience, cur.min_delta, cur.ema, cur.max_steps_per_stage)
+    if cur.pacing == "fixed":
+        return FixedPacing(cur.steps_per_stage)
+    total = cur.pacing_steps or max(1, config.train.max_steps // 2)
+    return FunctionPacing(cur.pacing, total)
+
+
+def build_sampler(config: Config, objective: Objective, rank: int) -> CurriculumSampler:
+    """Cluster the objective's noise space and wrap it in the curriculum sampler."""
+    cur = config.curriculum
+    method = None if objective.name in ("edm", "flow") else cur.clustering
+    return CurriculumSampler.from_schedule(
+        objective.noise_space(),
+        cur.clusters,
+        build_pacing(config),
+        cur.order,
+        config.seed,
+        method=method,
+        cumulative=cur.cumulative,
+        rank=rank,
+    )
+
+
+def build_objective(config: Config) -> Objective:
+    obj = config.objective
+    return make_objective(
+        obj.name,
+        num_train_timesteps=obj.timesteps,
+        beta_schedule=obj.beta_schedule,
+        sigma_data=obj.sigma_data,
+        flow_logit_std=obj.flow_logit_std,
+    )
+
+
+def cache_dir() -> Path:
+    """Where computed-once artefacts (text embeddings) live: $DIFFUSION_CURRICULUM_CACHE or ~/.cache."""
+    default = Path.home() / ".cache" / "diffusion_curriculum"
+    return Path(os.environ.get("DIFFUSION_CURRICULUM_CACHE", default))
+
+
+def _resolve_precision(precision: str) -> str:
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+@dataclass
+class _Conditioning:
+    """Per-item conditioning kept on the device, and how to drop it for classifier-free guidance."""
+
+    kind: str
+    labels: torch.Tensor | None = None  # (N,) class labels, or indices into the caption table
+    null_index: int = 0
+    table_hidden: torch.Tensor | None = None  # text: (U+1, L, D), last row the empty caption
+    table_mask: torch.Tensor | None = None
+
+    def batch(self, idx: torch.Tensor, drop: torch.Tensor | None) -> dict[str, torch.Tensor] | None:
+        if self.kind == "none":
+            return None
+        ids = self.labels[idx]
+        if drop is not None:
+            ids = torch.where(drop, torch.full_like(ids, self.null_index), ids)
+        return self.lookup(ids)
+
+    def lookup(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.kind == "class":
+            return {"class_labels": ids}
+        return {
+            "encoder_hidden_states": self.table_hidden[ids],
+            "encoder_attention_mask": self.table_mask[ids],
+        }
+
+
+class Trainer:
+    """Holds everything one run needs; :meth:`run` trains to ``train.max_steps``."""
+
+    def __init__(self, config: Config, *, resume: str | None = None, overwrite: bool = False) -> None:
+        self.config = config
+        self.out = config.out_dir
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            mixed_precision=_resolve_precision(config.train.precision),
+        )
+        acc = self.accelerator
+        self.rank, self.world = acc.process_index, acc.num_processes
+        self.device = acc.device
+        if config.train.batch_size % self.world:
+            raise ConfigError(f"train.batch_size: {config.train.batch_size} is not divisible by {self.world} processes")
+        self.local_batch = config.train.batch_size // self.world
+        self._prepare_folder(resume, overwrite)
+
+        self.data: DatasetBundle = load_dataset(
+            config.data.dataset,
+            seed=config.seed,
+            heldout_fraction=config.data.heldout_fraction,
+            captions=config.model.conditioning == "text",
+            on_bad_file=config.data.on_bad_file,
+            n_samples=config.data.n_samples,
+            dim=config.data.dim,
+        )
+        self.train_x = self.data.train.to(self.device)
+        self.text_encoder = None
+        self.cond = self._build_conditioning()
+
+        torch.manual_seed(rank_seed(config.seed, 0))  # model init: identical on every rank
+        self.spec = ModelSpec(
+            arch=config.model.arch,
+            preset=config.model.preset,
+            data_shape=tuple(self.data.shape),
+            conditioning=config.model.conditioning,
+            n_classes=self.data.n_classes if config.model.conditioning == "class" else 0,
+            text_dim=self.text_encoder.hidden_size if self.text_encoder is not None else 0,
+        )
+        model = build_model(self.spec).to(self.device)
+        self.objective = build_objective(config)
+        self.weighting: Weighting = make_weighting(config.objective.weighting, **config.objective.weighting_params)
+        self.sampler = build_sampler(config, self.objective, self.rank)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        # Stepped by hand once per optimizer step: Accelerate's wrapper would step it once per process.
+        self.lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.train.warmup_steps)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.ema = EMAModel(self._unwrapped.parameters(), decay=config.train.ema_decay)
+        self.ema.to(self.device)
+
+        # One generator per purpose and rank, so each stream is reproducible and resumable.
+        self.data_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 1, self.rank))
+        self.noise_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 2, self.rank))
+        self.drop_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 3, self.rank))
+        self.step = 0
+        if resume is not None:
+            self._resume(resume)
+        elif acc.is_main_process:
+            dump_config(config, self.out / "config.yaml")
+
+    # ----- setup ---------------------------------------------------------------------------
+    @property
+    def _unwrapped(self) -> Denoiser:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _prepare_folder(self, resume: str | None, overwrite: bool) -> None:
+        holds_run = (self.out / "config.yaml").exists() or (self.out / "checkpoints").exists()
+        if resume is not None and overwrite:
+            raise RunError("--resume and --overwrite contradict each other; choose one")
+        if holds_run and resume is None and not overwrite:
+            raise RunError(
+                f"{self.out} already holds a run; pass --resume latest to continue it or --overwrite to replace it"
+            )
+        if resume is not None and not holds_run:
+            raise RunError(f"--resume: {self.out} holds no run to resume")
+        if self.accelerator.is_main_process:
+            if overwrite:
+                for name in RUN_FILES:
+                    target = self.out / name
+                    if target.is_dir():
+                        shutil.rmtree(target)
+                    elif target.exists():
+                        target.unlink()
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+
+    def _build_conditioning(self) -> _Conditioning:
+        kind = self.config.model.conditioning
+        if kind == "none":
+            return _Conditioning("none")
+        if kind == "class":
+            if self.data.train_labels is None:
+                raise ConfigError(f"model.conditioning: data set {self.config.data.dataset!r} has no class labels")
+            return _Conditioning("class", self.data.train_labels.to(self.device), null_index=self.data.n_classes)
+        if self.data.train_captions is None:
+            raise ConfigError(f"model.conditioning: data set {self.config.data.dataset!r} has no captions")
+        from ..data.text import TextEncoder, unique_caption_table
+
+        self.text_encoder = TextEncoder(self.config.model.text_encoder, cache_dir=cache_dir() / "text")
+        unique, index = unique_caption_table(self.data.train_captions)
+        hidden, mask = self.text_encoder.encode_cached([*unique, ""])
+        return _Conditioning(
+            "text",
+            index.to(self.device),
+            null_index=len(unique),
+            table_hidden=hidden.to(self.device),
+            table_mask=mask.to(self.device),
+        )
+
+    # ----- checkpoints ---------------------------------------------------------------------
+    def _rank_state(self) -> dict[str, Any]:
+        return {
+            "sampler": self.sampler.state_dict(),
+            "data_gen": self.data_gen.get_state(),
+            "noise_gen": self.noise_gen.get_state(),
+            "drop_gen": self.drop_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write this step's checkpoint (all ranks take part) and keep the newest few."""
+        acc = self.accelerator
+        root = self.out / "checkpoints"
+        staging = ckpt.staging_dir(root, self.step)
+        if acc.is_main_process:
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir(parents=True)
+        acc.wait_for_everyone()
+        ckpt.save_file(self._rank_state(), staging / f"rank{self.rank}.pt")
+        if acc.is_main_process:
+            state = {
+                "step": self.step,
+                "model": self._unwrapped.state_dict(),
+                "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.lr_scheduler.state_dict(),
+                "config": self.config.to_dict(),
+                "meta": self.model_meta(),
+            }
+            ckpt.save_file(state, staging / "state.pt")
+        acc.wait_for_everyone()
+        path = None
+        if acc.is_main_process:
+            path = ckpt.publish(root, self.step, self.world)
+            ckpt.prune(root, self.config.train.keep_checkpoints)
+        acc.wait_for_everyone()
+        return path
+
+    def _resume(self, which: str) -> None:
+        root = self.out / "checkpoints"
+        warn = self.accelerator.print
+        if which == "latest":
+            path = ckpt.find_latest(root, warn=warn)
+            if path is None:
+                raise RunError(f"--resume latest: no intact checkpoint under {root}")
+        else:
+            path = Path(which)
+            ckpt.verify(path)
+        saved = load_config(self.out / "config.yaml") if (self.out / "config.yaml").exists() else None
+        if saved is not None:
+            _check_same_run(saved, self.config)
+        state = ckpt.load_state(path, map_location=self.device)
+        self._unwrapped.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.ema.to(self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        rank_state = ckpt.load_rank_state(path, self.rank)
+        self.sampler.load_state_dict(rank_state["sampler"])
+        self.data_gen.set_state(rank_state["data_gen"].to("cpu"))
+        self.noise_gen.set_state(rank_state["noise_gen"].to("cpu"))
+        self.drop_gen.set_state(rank_state["drop_gen"].to("cpu"))
+        torch.set_rng_state(rank_state["torch_rng"].to("cpu"))
+        if rank_state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rank_state["cuda_rng"])
+        self.step = int(state["step"])
+        if self.accelerator.is_main_process:
+            _truncate_log(self.out / "metrics.jsonl", self.step)
+            dump_config(self.config, self.out / "config.yaml")
+        warn(f"resumed from {path} at step {self.step}")
+
+    # ----- the loop ------------------------------------------------------------------------
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step; returns the per-sample weighted losses (detached)."""
+        cfg = self.config.train
+        idx = torch.randint(self.train_x.shape[0], (self.local_batch,), generator=self.data_gen, device=self.device)
+        x0 = self.train_x[idx]
+        drop = None
+        if self.cond.kind != "none" and cfg.cond_drop_prob > 0:
+            drop = torch.rand(self.local_batch, generator=self.drop_gen, device=self.device) < cfg.cond_drop_prob
+        cond = self.cond.batch(idx, drop)
+        levels = self.sampler.sample(self.local_batch, device=self.device)
+        noise = torch.randn(x0.shape, generator=self.noise_gen, device=self.device)
+        with self.accelerator.autocast():
+            raw = self.objective.loss(self.model, x0, levels, noise, cond)
+        weights = self.weighting(
+            self.objective.snr(levels), self.objective.target, sigma_data=self.objective.sigma_data
+        ).to(self.device)
+        per_sample = raw.float() * weights
+        loss = per_sample.mean()
+        self.accelerator.backward(loss)
+        if cfg.grad_clip is not None:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.step(self._unwrapped.parameters())
+        self.sampler.observe(per_sample.detach(), levels)
+        return per_sample.detach()
+
+    def run(self) -> Path:
+        """Train to ``train.max_steps``, logging, sampling and checkpointing on the way."""
+        cfg = self.config.train
+        acc = self.accelerator
+        main = acc.is_main_process
+        log_file = (self.out / "metrics.jsonl").open("a") if main else None
+        writer = _tensorboard(self.out / "tensorboard") if main else None
+        bar = _progress(self.step, cfg.max_steps, disable=not main)
+        window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
+        self.model.train()
+        try:
+            while self.step < cfg.max_steps:
+                stage_trained, unlocked = self.sampler.stage, self.sampler.unlocked_intervals
+                per_sample = self.train_step()
+                self.step += 1
+                window_steps += 1
+                window_loss += float(per_sample.mean())
+                last = self.step == cfg.max_steps
+                if self.step % cfg.log_every == 0 or last:
+                    elapsed = time.perf_counter() - window_start
+                    record = self._log_record(
+                        stage_trained, unlocked, window_loss / window_steps, window_steps, elapsed
+                    )
+                    if main:
+                        log_file.write(json.dumps(record) + "\n")
+                        log_file.flush()
+                        if writer is not None:
+                            for key in ("loss", "stage", "lr", "images_per_s"):
+                                writer.add_scalar(key, record[key], self.step)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", stage=f"{record['stage']}/{self.sampler.n_stages}")
+                    window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
+                bar.update(1)
+                if cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
+                    self.write_samples(self.out / "samples" / f"step_{self.step:08d}.png")
+                if last or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            if log_file is not None:
+                log_file.close()
+            if writer is not None:
+                writer.close()
+        self.save_model()
+        acc.wait_for_everyone()
+        return self.out
+
+    def _log_record(
+        self, stage: int, unlocked: list[tuple[Any, Any]], loss: float, steps: int, elapsed: float
+    ) -> dict[str, Any]:
+        """One metrics.jsonl line: the stage and unlocked range trained at this step, rank 0's loss."""
+        stats = self.sampler.stats(reset=True)
+        record: dict[str, Any] = {
+            "step": self.step,
+            "loss": loss,
+            "stage": stage,
+            "n_stages": stats["n_stages"],
+            "unlocked": [list(iv) for iv in unlocked],
+            "lr": self.lr_scheduler.get_last_lr()[0],
+            "images_per_s": steps * self.config.train.batch_size / max(elapsed, 1e-9),
+            "cluster_loss": [None if math.isnan(v) else v for v in stats["cluster_loss"]],
+        }
+        if self.world > 1:
+            stages = torch.tensor([stage], device=self.device)
+            record["rank_stages"] = self.accelerator.gather(stages).tolist()
+        return record
+
+    # ----- outputs -------------------------------------------------------------------------
+    def _sample_conditions(self, n: int) -> tuple[dict | None, dict | None]:
+        if self.cond.kind == "none":
+            return None, None
+        if self.cond.kind == "class":
+            labels = torch.arange(n, device=self.device) % self.data.n_classes
+            null = torch.full_like(labels, self.cond.null_index)
+            return {"class_labels": labels}, {"class_labels": null}
+        from ..data import HELDOUT_TEMPLATES, caption_for
+
+        labels = torch.arange(n) % max(self.data.n_classes, 1)
+        prompts = [caption_for(int(label), HELDOUT_TEMPLATES[0]) for label in labels]
+        hidden, mask = self.text_encoder.encode(prompts)
+        empty_h, empty_m = self.text_encoder.encode([""] * n)
+        length = max(hidden.shape[1], empty_h.shape[1])
+        cond = _pad_text(hidden, mask, length, self.device)
+        uncond = _pad_text(empty_h, empty_m, length, self.device)
+        return cond, uncond
+
+    @torch.no_grad()
+    def sample_images(self, n: int, seed: int = 0) -> torch.Tensor:
+        """n samples from the EMA weights with the config's solver (rank 0's view)."""
+        scfg = self.config.sample
+        model = self._unwrapped
+        self.ema.store(model.parameters())
+        self.ema.copy_to(model.parameters())
+        model.eval()
+        try:
+            cond, uncond = self._sample_conditions(n)
+            solver = scfg.solver
+            if self.objective.name in ("edm", "flow") and solver in ("ddpm", "ddim"):
+                solver = "heun"
+            return generate(
+                model,
+                self.objective,
+                tuple(self.data.shape),
+                n,
+                solver=solver,
+                steps=scfg.steps,
+                cond=cond,
+                uncond=uncond,
+                guidance_scale=scfg.guidance_scale,
+                generator=torch.Generator().manual_seed(seed),
+                device=self.device,
+            )
+        finally:
+            self.ema.restore(model.parameters())
+            model.train()
+
+    def write_samples(self, path: Path) -> None:
+        if self.accelerator.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            samples = self.sample_images(self.config.sample.n)
+            save_samples(samples, self.data.train[:2000], path, title=f"step {self.step}")
+        self.accelerator.wait_for_everyone()
+
+    def model_meta(self) -> dict[str, Any]:
+        """What sampling needs besides the weights: spec, objective, conditioning."""
+        return {
+            "spec": dataclasses.asdict(self.spec),
+            "objective": self.objective.state(),
+            "conditioning": self.cond.kind,
+            "class_names": self.data.class_names,
+            "null_index": self.cond.null_index,
+            "text_encoder": self.config.model.text_encoder,
+            "dataset": self.config.data.dataset,
+            "sample": dataclasses.asdict(self.config.sample),
+            "step": self.step,
+        }
+
+    def save_model(self) -> None:
+        """Save the EMA weights for `diffusion-curriculum sample` and, where one fits, a diffusers pipeline."""
+        if not self.accelerator.is_main_process:
+            return
+        model = self._unwrapped
+        self.ema.store(model.parameters())
+        self.ema.copy_to(model.parameters())
+        try:
+            target = self.out / "model"
+            if target.exists():
+                shutil.rmtree(target)
+            model.save_pretrained(target)
+            (target / "run.json").write_text(json.dumps(self.model_meta(), indent=1))
+            if self.spec.arch == "unet" and self.cond.kind == "none" and self.objective.name in ("eps", "v", "x0"):
+                from diffusers import DDPMPipeline
+
+                pipeline = DDPMPipeline(unet=model.inner, scheduler=self.objective.scheduler)
+                pipeline.save_pretrained(self.out / "pipeline")
+        finally:
+            self.ema.restore(model.parameters())
+
+
+def _pad_text(hidden: torch.Tensor, mask: torch.Tensor, length: int, device: torch.device) -> dict:
+    pad = length - hidden.shape[1]
+    if pad > 0:
+        hidden = torch.nn.functional.pad(hidden, (0, 0, 0, pad))
+        mask = torch.nn.functional.pad(mask, (0, pad))
+    return {"encoder_hidden_states": hidden.to(device), "encoder_attention_mask": mask.to(device)}
+
+
+def _check_same_run(saved: Config, current: Config) -> None:
+    """A resume must continue the same experiment; only the step budget may grow."""
+    a, b = saved.to_dict(), current.to_dict()
+    a["train"]["max_steps"] = b["train"]["max_steps"]
+    for section, values in a.items():
+        if values != b[section]:
+            if isinstance(values, dict):
+                key = next(k for k in values if values[k] != b[section][k])
+                raise RunError(
+                    f"--resume: {section}.{key} is {b[section][key]!r} here but the run used "
+                    f"{values[key]!r}; start a new run (--out) to change it"
+                )
+            raise RunError(f"--resume: {section} differs from the run being resumed")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines after the checkpoint's step, so a resumed run never logs a step twice."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            break  # a torn last line from a kill mid-write
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
+def _progress(start: int, total: int, disable: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", disable=disable, dynamic_ncols=True)
+
+
+def _tensorboard(path: Path):
+    """A SummaryWriter when TensorBoard is installed, else None (it is optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(path))
+
+
+def train(config: Config, *, resume: str | None = None, overwrite: bool = False) -> Path:
+    """Train one run as configured; returns the run folder."""
+    trainer = Trainer(config, resume=resume, overwrite=overwrite)
+    try:
+        return trainer.run()
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            trainer.accelerator.wait_for_everyone()
