@@ -176,9 +176,9 @@ def _model_flag(text: str) -> dict[str, str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    config = _resolve_config(args)
     from .training.trainer import train
 
-    config = _resolve_config(args)
     out = train(config, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run written to {out}")

@@ -69,6 +69,7 @@ class CurriculumConfig:
     min_delta: float = field(default=0.0, metadata=_min(0.0))
     ema: float | None = field(default=0.99, metadata=_min(0.0))
     max_steps_per_stage: int | None = field(default=None, metadata=_min(1))
+    budget_fraction: float | None = field(default=0.5, metadata=_min(0.0, strict=True))
     steps_per_stage: int | None = field(default=None, metadata=_min(1))
     pacing_steps: int | None = field(default=None, metadata=_min(1))
     cumulative: bool = True
@@ -86,7 +87,7 @@ class TrainConfig:
     precision: str = field(default="auto", metadata=_choices("auto", "no", "fp16", "bf16"))
     cond_drop_prob: float = field(default=0.1, metadata=_min(0.0))
     log_every: int = field(default=1, metadata=_min(1))
-    sample_every: int | None = field(default=None, metadata=_min(1))
+    sample_every: int | None = field(default=1000, metadata=_min(1))
     checkpoint_every: int | None = field(default=500, metadata=_min(1))
     keep_checkpoints: int = field(default=2, metadata=_min(1))
 
@@ -125,6 +126,8 @@ class Config:
             raise ConfigError("data.heldout_fraction: must be below 1")
         if self.curriculum.ema is not None and self.curriculum.ema >= 1.0:
             raise ConfigError("curriculum.ema: must be below 1 (or null for no smoothing)")
+        if self.curriculum.budget_fraction is not None and self.curriculum.budget_fraction > 1.0:
+            raise ConfigError("curriculum.budget_fraction: must be at most 1 (or null for no bound)")
         if self.train.ema_decay >= 1.0:
             raise ConfigError("train.ema_decay: must be below 1")
         if self.train.cond_drop_prob >= 1.0:

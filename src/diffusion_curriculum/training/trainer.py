@@ -45,16 +45,33 @@ class RunError(ValueError):
 
 
 def build_pacing(config: Config) -> Pacing | None:
-    """The pacing rule the config names (None for the uniform baseline)."""
+    """The pacing rule the config names (None for the uniform baseline).
+
+    Adaptive pacing gets a per-stage cap unless one is given: the stages before the last share
+    ``curriculum.budget_fraction`` of ``train.max_steps``. Without it, a loss that keeps creeping
+    down (the EMA-smoothed loss of a small model on one cluster does, for thousands of steps) never
+    triggers the patience rule, and the run ends before the hard clusters are ever trained.
+    """
     cur = config.curriculum
     if cur.order == "none":
         return None
     if cur.pacing == "adaptive":
-        return AdaptivePacing(cur.patience, cur.min_delta, cur.ema, cur.max_steps_per_stage)
+        return AdaptivePacing(cur.patience, cur.min_delta, cur.ema, adaptive_stage_cap(config))
     if cur.pacing == "fixed":
         return FixedPacing(cur.steps_per_stage)
     total = cur.pacing_steps or max(1, config.train.max_steps // 2)
     return FunctionPacing(cur.pacing, total)
+
+
+def adaptive_stage_cap(config: Config) -> int | None:
+    """``max_steps_per_stage`` if set, else the share of the budget each early stage may take."""
+    cur = config.curriculum
+    if cur.max_steps_per_stage is not None or cur.budget_fraction is None:
+        return cur.max_steps_per_stage
+    stages_before_last = cur.clusters - 1 if cur.cumulative else cur.clusters
+    if stages_before_last < 1:
+        return None
+    return max(1, int(cur.budget_fraction * config.train.max_steps / stages_before_last))
 
 
 def build_sampler(config: Config, objective: Objective, rank: int) -> CurriculumSampler:
