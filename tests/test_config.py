@@ -97,3 +97,16 @@ def test_any_override_either_loads_or_fails_with_a_named_key(section, key, value
     else:
         assert isinstance(config, Config)
         assert hasattr(getattr(config, section), key)
+
+
+def test_every_config_key_is_documented():
+    import dataclasses
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    config = Config()
+    missing = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            missing += [f"{f.name}.{g.name}" for g in dataclasses.fields(value) if g.name not in doc]
+    assert not missing, f"keys not mentioned in docs/training.md: {missing}"

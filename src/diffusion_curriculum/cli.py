@@ -103,6 +103,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="digits, mnist5k, toy2d, swiss_roll, 8gaussians, checkerboard, "
         "moons, gmm, or a path to an image folder / .npz / .npy",
     )
+    p.add_argument("--vae", metavar="PATH", help="train on latents of a local diffusers AutoencoderKL folder")
     p.add_argument("--curriculum", choices=("easy_to_hard", "hard_to_easy", "random", "none"))
     p.add_argument("--clusters", type=_positive_int, help="number of clusters N")
     p.add_argument("--clustering", choices=CLUSTER_METHODS)
@@ -131,6 +132,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 _FLAG_KEYS = {
     "dataset": "data.dataset",
+    "vae": "data.vae",
     "curriculum": "curriculum.order",
     "clusters": "curriculum.clusters",
     "clustering": "curriculum.clustering",

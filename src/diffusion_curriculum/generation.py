@@ -33,6 +33,14 @@ _DIFFUSERS_SCHEDULERS = {
 _ODE_SOLVERS = ("ddim", "euler", "heun")  # "ddim" is Euler on the probability-flow ODE (Karras et al. 2022)
 
 
+def default_solver(objective_name: str, solver: str) -> str:
+    """The solver a configured name means for an objective: EDM and flow have no DDPM/DDIM of their
+    own, so a config's default ``ddim`` (or ``ddpm``) becomes their second-order ``heun``."""
+    if objective_name in ("edm", "flow") and solver in ("ddpm", "ddim"):
+        return "heun"
+    return solver
+
+
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
     """EDM's time steps: ``steps`` sigmas from sigma_max to sigma_min, uniform in sigma^(1/rho), then 0."""
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .generation import generate
+from .generation import default_solver, generate
 from .models import Denoiser, ModelSpec, build_model
 from .objectives import Objective, make_objective
 from .training import checkpoint as ckpt
@@ -114,9 +114,7 @@ def sample_to_file(
     model, objective, meta = load_run(run, checkpoint)
     model.to(device)
     defaults = meta.get("sample", {})
-    solver = solver or defaults.get("solver", "ddim")
-    if objective.name in ("edm", "flow") and solver in ("ddpm", "ddim"):
-        solver = "heun"
+    solver = default_solver(objective.name, solver or defaults.get("solver", "ddim"))
     cond, uncond = _conditions(meta, n, label, prompt, device)
     samples = generate(
         model,
@@ -132,6 +130,10 @@ def sample_to_file(
         device=device,
         progress=True,
     )
+    if meta.get("vae"):
+        from .data.latents import LatentCodec
+
+        samples = LatentCodec(meta["vae"], device).decode(samples)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
         np.savez(out, samples=samples.cpu().numpy())

@@ -38,6 +38,7 @@ class DataConfig:
     on_bad_file: str = field(default="error", metadata=_choices("error", "skip"))
     n_samples: int | None = field(default=None, metadata=_min(1))
     dim: int | None = field(default=None, metadata=_min(1))
+    vae: str | None = None
 
 
 @dataclass

@@ -24,7 +24,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from ..data import DatasetBundle, load_dataset
-from ..generation import generate
+from ..generation import default_solver, generate
 from ..models import Denoiser, ModelSpec, build_model
 from ..objectives import Objective, make_objective
 from ..pacing import AdaptivePacing, FixedPacing, FunctionPacing, Pacing
@@ -169,7 +169,16 @@ class Trainer:
             n_samples=config.data.n_samples,
             dim=config.data.dim,
         )
-        self.train_x = self.data.train.to(self.device)
+        self.codec = None
+        train_x = self.data.train
+        if config.data.vae is not None:
+            from ..data.latents import LatentCodec
+
+            self.codec = LatentCodec(config.data.vae, self.device)
+            tag = f"{config.data.dataset}:{config.seed}:{config.data.heldout_fraction}"
+            train_x = self.codec.encode_cached(train_x, cache_dir() / "latents", tag)
+        self.train_x = train_x.to(self.device)  # in-memory data sets live on the device
+        self.model_shape = tuple(self.train_x.shape[1:])
         self.text_encoder = None
         self.cond = self._build_conditioning()
 
@@ -177,7 +186,7 @@ class Trainer:
         self.spec = ModelSpec(
             arch=config.model.arch,
             preset=config.model.preset,
-            data_shape=tuple(self.data.shape),
+            data_shape=self.model_shape,
             conditioning=config.model.conditioning,
             n_classes=self.data.n_classes if config.model.conditioning == "class" else 0,
             text_dim=self.text_encoder.hidden_size if self.text_encoder is not None else 0,
@@ -442,7 +451,8 @@ class Trainer:
 
     @torch.no_grad()
     def sample_images(self, n: int, seed: int = 0) -> torch.Tensor:
-        """n samples from the EMA weights with the config's solver (rank 0's view)."""
+        """n samples from the EMA weights with the config's solver (rank 0's view), decoded
+        to data space when training on VAE latents."""
         scfg = self.config.sample
         model = self._unwrapped
         self.ema.store(model.parameters())
@@ -450,13 +460,11 @@ class Trainer:
         model.eval()
         try:
             cond, uncond = self._sample_conditions(n)
-            solver = scfg.solver
-            if self.objective.name in ("edm", "flow") and solver in ("ddpm", "ddim"):
-                solver = "heun"
-            return generate(
+            solver = default_solver(self.objective.name, scfg.solver)
+            samples = generate(
                 model,
                 self.objective,
-                tuple(self.data.shape),
+                self.model_shape,
                 n,
                 solver=solver,
                 steps=scfg.steps,
@@ -466,6 +474,7 @@ class Trainer:
                 generator=torch.Generator().manual_seed(seed),
                 device=self.device,
             )
+            return samples if self.codec is None else self.codec.decode(samples)
         finally:
             self.ema.restore(model.parameters())
             model.train()
@@ -487,9 +496,28 @@ class Trainer:
             "null_index": self.cond.null_index,
             "text_encoder": self.config.model.text_encoder,
             "dataset": self.config.data.dataset,
+            "vae": self.config.data.vae,
             "sample": dataclasses.asdict(self.config.sample),
             "step": self.step,
         }
+
+    def _save_diffusers_pipeline(self, model: Denoiser) -> None:
+        kind = _pipeline_kind(self.spec.arch, self.cond.kind, self.objective.name, self.codec is not None)
+        if kind == "ddpm":
+            from diffusers import DDPMPipeline
+
+            DDPMPipeline(unet=model.inner, scheduler=self.objective.scheduler).save_pretrained(self.out / "pipeline")
+        elif kind == "dit":
+            from diffusers import DDIMScheduler, DiTPipeline
+
+            names = self.data.class_names or [str(i) for i in range(self.data.n_classes)]
+            pipeline = DiTPipeline(
+                transformer=model.inner,
+                vae=self.codec.vae,
+                scheduler=DDIMScheduler.from_config(self.objective.scheduler.config),
+                id2label=dict(enumerate(names)),
+            )
+            pipeline.save_pretrained(self.out / "pipeline")
 
     def save_model(self) -> None:
         """Save the EMA weights for `diffusion-curriculum sample` and, where one fits, a diffusers pipeline."""
@@ -504,13 +532,22 @@ class Trainer:
                 shutil.rmtree(target)
             model.save_pretrained(target)
             (target / "run.json").write_text(json.dumps(self.model_meta(), indent=1))
-            if self.spec.arch == "unet" and self.cond.kind == "none" and self.objective.name in ("eps", "v", "x0"):
-                from diffusers import DDPMPipeline
-
-                pipeline = DDPMPipeline(unet=model.inner, scheduler=self.objective.scheduler)
-                pipeline.save_pretrained(self.out / "pipeline")
+            self._save_diffusers_pipeline(model)
         finally:
             self.ema.restore(model.parameters())
+
+
+def _pipeline_kind(arch: str, conditioning: str, objective: str, vae: bool) -> str | None:
+    """Which diffusers pipeline can load a run: DDPMPipeline (pixel-space unconditional U-Net) or
+    DiTPipeline (class-conditional DiT on VAE latents; it hard-codes ImageNet's null label 1000, so
+    use it with guidance_scale=1). Other runs load with `diffusion-curriculum sample`."""
+    if objective not in ("eps", "v", "x0"):
+        return None
+    if arch == "unet" and conditioning == "none" and not vae:
+        return "ddpm"
+    if arch == "dit" and conditioning == "class" and vae:
+        return "dit"
+    return None
 
 
 def _pad_text(hidden: torch.Tensor, mask: torch.Tensor, length: int, device: torch.device) -> dict:
