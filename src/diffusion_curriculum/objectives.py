@@ -4,9 +4,10 @@ An :class:`Objective` ties together what a training step needs besides the curri
 variable the :class:`~diffusion_curriculum.CurriculumSampler` draws (``noise_space``), the SNR of
 those draws for the loss weighting (``snr``, with ``target`` naming the weighting's target), the
 noisy input and its regression target (``loss``), the time input fed to the network
-(``model_time``) and the network's clean-data estimate (``predict_x0``) for generation and
-evaluation. Levels are integer timesteps (DDPM family), sigmas (EDM) or flow times t; larger is
-always noisier (docs/conventions.md).
+(``model_time``), the network's clean-data estimate (``predict_x0``) for generation and
+evaluation, and the coefficients of x = alpha x0 + sigma eps (``alpha_sigma``) for exact evaluation.
+Levels are integer timesteps (DDPM family), sigmas (EDM) or flow times t; larger is always noisier
+(docs/conventions.md).
 
 ========  ==================================  ================================  ============
 name      noisy input                         network regresses                 time input
@@ -42,6 +43,13 @@ def _per_sample(values: Tensor, x: Tensor, dtype: torch.dtype | None = None) -> 
     return values.to(device=x.device, dtype=dtype or x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
 
 
+def _levels(levels: Tensor) -> Tensor:
+    """Check that ``levels`` is a 1-D tensor of per-sample noise levels and return it."""
+    if not isinstance(levels, Tensor) or levels.ndim != 1:
+        raise ValueError(f"levels must be a 1-D tensor, got {getattr(levels, 'shape', type(levels))}")
+    return levels
+
+
 def _mse(output: Tensor, target: Tensor) -> Tensor:
     """Per-sample float32 mean squared error over all non-batch dimensions."""
     return (output.float() - target.float()).pow(2).flatten(1).mean(1)
@@ -64,6 +72,13 @@ class Objective:
 
     def model_time(self, levels: Tensor) -> Tensor:
         """The network's time input at these levels."""
+        raise NotImplementedError
+
+    def alpha_sigma(self, levels: Tensor) -> tuple[Tensor, Tensor]:
+        """float64 (alpha, sigma), each (B,), of the noisy input x = alpha x0 + sigma eps at these levels.
+
+        For evaluation against a known data density (e.g. a Gaussian mixture's optimal denoiser).
+        """
         raise NotImplementedError
 
     def loss(self, model: Any, x0: Tensor, levels: Tensor, noise: Tensor, cond: Any = None) -> Tensor:
@@ -126,6 +141,11 @@ class DDPMObjective(Objective):
     def model_time(self, levels: Tensor) -> Tensor:
         """The timesteps unchanged, as diffusers models expect."""
         return levels
+
+    def alpha_sigma(self, levels: Tensor) -> tuple[Tensor, Tensor]:
+        """sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) of the scheduler at the timesteps."""
+        a = self.schedule.alphas_cumprod.to(levels.device)[_levels(levels).long()]
+        return a.sqrt(), (1 - a).sqrt()
 
     def loss(self, model: Any, x0: Tensor, levels: Tensor, noise: Tensor, cond: Any = None) -> Tensor:
         """MSE of the network output against eps, v (diffusers ``get_velocity``) or x0."""
@@ -207,6 +227,11 @@ class EDMObjective(Objective):
         """
         return 250.0 * torch.log(levels.float())
 
+    def alpha_sigma(self, levels: Tensor) -> tuple[Tensor, Tensor]:
+        """(1, sigma): x = x0 + sigma eps."""
+        sigma = _levels(levels).to(torch.float64)
+        return torch.ones_like(sigma), sigma
+
     def _coefficients(self, levels: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """c_skip, c_out and c_in at these sigmas, shaped to broadcast over x."""
         s = _per_sample(levels, x, torch.float64)
@@ -266,6 +291,11 @@ class FlowObjective(Objective):
     def model_time(self, levels: Tensor) -> Tensor:
         """1000 t, the 0..1000 range of diffusers' timestep embeddings (as in SD3)."""
         return 1000.0 * levels.float()
+
+    def alpha_sigma(self, levels: Tensor) -> tuple[Tensor, Tensor]:
+        """(1 - t, t): x_t = (1 - t) x0 + t eps."""
+        t = _levels(levels).to(torch.float64)
+        return 1 - t, t
 
     def loss(self, model: Any, x0: Tensor, levels: Tensor, noise: Tensor, cond: Any = None) -> Tensor:
         """MSE of the network output against the velocity eps - x0."""

@@ -5,6 +5,14 @@ by fixed constants of their generating distribution: centred at its exact mean a
 one factor that makes the mean per-coordinate variance exactly 1 (one factor for both axes, so
 the shapes keep their aspect ratio). ``8gaussians`` and ``checkerboard`` then have unit variance
 on each axis; ``moons`` and ``swiss_roll`` on average over the two.
+
+``8gaussians`` (``toy2d``), ``moons`` and ``swiss_roll`` come with their density as a
+:class:`GaussianMixture` in the same standardized space (``bundle.gmm``): exact for the eight
+modes; for the two curves, whose noise is Gaussian around a uniformly parametrised curve, the
+density is an integral over the parameter, which the mixture approximates by the midpoint rule on
+``_CURVE_NODES`` equally spaced parameter values (equal weights, isotropic noise variance). The
+nodes lie far closer together along the curve than the noise spreads, so the quadrature error is
+negligible. ``checkerboard`` has none: its density is discontinuous (uniform on squares).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from torch import Tensor
 
 from .bundle import RawData
 from .captions import DIGIT_WORDS
-from .gmm import default_gmm
+from .gmm import GaussianMixture, default_gmm
 
 __all__ = ["BUILTIN_DATASETS", "TOY2D_DATASETS", "load_builtin"]
 
@@ -27,14 +35,19 @@ _PI = math.pi
 _EIGHT_STD = 0.1  # spread of each of the 8 modes; the ring radius below makes each axis' variance 1
 _MOONS_NOISE = 0.1
 _ROLL_NOISE = 0.5
+_CURVE_NODES = 1000  # mixture components of the moons and swiss roll densities (midpoint rule)
+
+
+def _eight_centres() -> Tensor:
+    """The 8 mode centres (8, 2) on a ring, mode k at angle k 2 pi / 8."""
+    radius = math.sqrt(2.0 * (1.0 - _EIGHT_STD**2))  # per-axis variance radius^2 / 2 + std^2 = 1
+    angle = torch.arange(8, dtype=_F64) * (2.0 * _PI / 8.0)
+    return radius * torch.stack([angle.cos(), angle.sin()], dim=1)
 
 
 def _eight_gaussians(n: int, g: torch.Generator) -> tuple[Tensor, Tensor | None]:
     k = torch.randint(8, (n,), generator=g)
-    radius = math.sqrt(2.0 * (1.0 - _EIGHT_STD**2))  # per-axis variance radius^2 / 2 + std^2 = 1
-    angle = k.to(_F64) * (2.0 * _PI / 8.0)
-    centres = radius * torch.stack([angle.cos(), angle.sin()], dim=1)
-    return centres + _EIGHT_STD * torch.randn(n, 2, generator=g, dtype=_F64), k
+    return _eight_centres()[k] + _EIGHT_STD * torch.randn(n, 2, generator=g, dtype=_F64), k
 
 
 def _checkerboard(n: int, g: torch.Generator) -> tuple[Tensor, Tensor | None]:
@@ -50,13 +63,17 @@ def _moons_curve(t: Tensor, inner: Tensor) -> Tensor:
     return torch.where(inner[..., None], inner_xy, outer_xy)
 
 
+def _moons_standardization() -> tuple[Tensor, float]:
+    """Exact mean (1/2, 1/4) and scale: variances 3/4 and 9/16 - 1/pi, plus the noise variance."""
+    return torch.tensor([0.5, 0.25], dtype=_F64), math.sqrt((0.75 + 0.5625 - 1.0 / _PI) / 2.0 + _MOONS_NOISE**2)
+
+
 def _moons(n: int, g: torch.Generator) -> tuple[Tensor, Tensor | None]:
     t = _PI * torch.rand(n, generator=g, dtype=_F64)
     inner = torch.rand(n, generator=g) < 0.5
     x = _moons_curve(t, inner) + _MOONS_NOISE * torch.randn(n, 2, generator=g, dtype=_F64)
-    # Exact moments: mean (1/2, 1/4), variances 3/4 and 9/16 - 1/pi, plus the noise variance.
-    mean = torch.tensor([0.5, 0.25], dtype=_F64)
-    return (x - mean) / math.sqrt((0.75 + 0.5625 - 1.0 / _PI) / 2.0 + _MOONS_NOISE**2), None
+    mean, scale = _moons_standardization()
+    return (x - mean) / scale, None
 
 
 def _roll_curve(t: Tensor) -> Tensor:
@@ -78,6 +95,32 @@ def _swiss_roll(n: int, g: torch.Generator) -> tuple[Tensor, Tensor | None]:
     x = _roll_curve(t) + _ROLL_NOISE * torch.randn(n, 2, generator=g, dtype=_F64)
     mean, var = _roll_moments()
     return (x - mean) / math.sqrt(var), None
+
+
+def _midpoints(lo: float, hi: float, n: int) -> Tensor:
+    """The n midpoint-rule nodes of [lo, hi]."""
+    return lo + (hi - lo) * (torch.arange(n, dtype=_F64) + 0.5) / n
+
+
+def _toy_gmm(name: str) -> GaussianMixture | None:
+    """The density of a 2-D toy set as a Gaussian mixture in its standardized space; None for checkerboard."""
+    if name in ("toy2d", "8gaussians"):
+        return GaussianMixture(
+            torch.full((8,), 1.0 / 8.0, dtype=_F64), _eight_centres(), torch.full((8,), _EIGHT_STD**2, dtype=_F64)
+        )
+    if name == "moons":  # half the nodes on each moon, t uniform on [0, pi]
+        t = _midpoints(0.0, _PI, _CURVE_NODES // 2).repeat(2)
+        inner = torch.arange(t.numel()) >= _CURVE_NODES // 2
+        mean, scale = _moons_standardization()
+        centres, noise = (_moons_curve(t, inner) - mean) / scale, _MOONS_NOISE / scale
+    elif name == "swiss_roll":  # t uniform on [1.5 pi, 4.5 pi]
+        mean, var = _roll_moments()
+        centres = (_roll_curve(_midpoints(1.5 * _PI, 4.5 * _PI, _CURVE_NODES)) - mean) / math.sqrt(var)
+        noise = _ROLL_NOISE / math.sqrt(var)
+    else:
+        return None
+    k = centres.shape[0]
+    return GaussianMixture(torch.full((k,), 1.0 / k, dtype=_F64), centres, torch.full((k,), noise**2, dtype=_F64))
 
 
 _TOY: dict[str, Callable[[int, torch.Generator], tuple[Tensor, Tensor | None]]] = {
@@ -129,4 +172,4 @@ def load_builtin(name: str, seed: int, n_samples: int | None, dim: int | None) -
         return RawData(x.to(torch.float32), k, names, gmm=gmm)
     x, labels = _TOY[name](n, g)
     names = None if labels is None else [f"mode {i}" for i in range(8)]
-    return RawData(x.to(torch.float32), labels, names)
+    return RawData(x.to(torch.float32), labels, names, gmm=_toy_gmm(name))

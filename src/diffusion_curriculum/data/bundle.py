@@ -21,7 +21,8 @@ class DatasetBundle:
     """A dataset split into training and held-out items, with optional labels and captions.
 
     Images are float32 ``(N, C, H, W)`` in [-1, 1]; vectors are float32 ``(N, D)``. ``gmm`` is the
-    exact mixture the ``gmm`` dataset was drawn from, in the same space as ``train``. ``skipped``
+    exact density as a Gaussian mixture, in the same space as ``train``: the ``gmm`` and ``8gaussians``
+    mixtures exactly, ``moons`` and ``swiss_roll`` by quadrature along their curves; None otherwise. ``skipped``
     lists the unreadable files left out under ``on_bad_file="skip"``.
     """
 

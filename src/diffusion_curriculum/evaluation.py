@@ -1,0 +1,290 @@
+"""Evaluate a run: generate a fixed set of samples per checkpoint and score them.
+
+Images are scored in a feature space (the shipped digit classifiers for ``digits`` and
+``mnist5k``, or standard Inception-v3 from a weights file the user gives); vector data against
+the true distribution. Reference features are computed once per (data set, split, extractor)
+and cached. Every setting that changes a number (sample count, seed, solver, steps, guidance,
+extractor) is written next to the number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import HELDOUT_TEMPLATES, DatasetBundle, caption_for, load_dataset
+from .generation import default_solver, generate
+from .inference import load_run
+from .training import checkpoint as ckpt
+from .training.config import Config, load_config
+from .training.trainer import build_objective, build_sampler, cache_dir
+
+__all__ = ["EvalSettings", "evaluate_run"]
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What is held fixed across every evaluated checkpoint of a run."""
+
+    n: int = 2000
+    seed: int = 0
+    solver: str | None = None  # None: the run's sample.solver
+    steps: int | None = None  # None: the run's sample.steps
+    guidance_scale: float | None = None  # None: the run's sample.guidance_scale
+    inception_weights: str | None = None
+    batch_size: int = 500
+
+
+class _Extractor:
+    """Features (and logits where the extractor is a classifier) for images in [-1, 1]."""
+
+    def __init__(self, dataset: str, inception_weights: str | None, device: torch.device) -> None:
+        from .metrics.evaluator import EVALUATOR_DATASETS, load_evaluator
+
+        self.classifier = None
+        self.inception = None
+        if inception_weights is not None:
+            from .metrics.inception import load_inception
+
+            self.inception = load_inception(inception_weights, device=device)
+            digest = _file_digest(Path(inception_weights))
+            self.identity = f"inception-{digest[:16]}"
+        elif dataset in EVALUATOR_DATASETS:
+            self.classifier = load_evaluator(dataset)
+            self.identity = self.classifier.identity
+        else:
+            from .metrics.inception import INCEPTION_HELP
+
+            raise ValueError(
+                f"no shipped feature extractor for data set {dataset!r} (only {', '.join(EVALUATOR_DATASETS)}): "
+                + INCEPTION_HELP
+            )
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.inception is not None:
+            from .metrics.inception import inception_features
+
+            return inception_features(self.inception, images).float(), None
+        feats, logits = self.classifier.features_and_logits(images)
+        return feats, logits
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _reference_features(config: Config, data: DatasetBundle, extractor: _Extractor) -> torch.Tensor:
+    """Features of the training split, cached under a key of data set, split and extractor."""
+    key = hashlib.sha256(
+        json.dumps(
+            [config.data.dataset, config.seed, config.data.heldout_fraction, "train", extractor.identity]
+        ).encode()
+    ).hexdigest()[:32]
+    folder = cache_dir() / "reference"
+    file = folder / f"{key}.pt"
+    if file.is_file():
+        try:
+            return torch.load(file, weights_only=True)
+        except (OSError, RuntimeError, EOFError):
+            pass  # a torn cache file is recomputed
+    feats, _ = extractor(data.train)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(feats, tmp)
+    os.replace(tmp, file)
+    return feats
+
+
+def _conditions(meta: dict[str, Any], data: DatasetBundle, n: int, device: torch.device):
+    """Fixed conditions: labels 0..K-1 in turn; for text, held-out caption templates of those labels."""
+    kind = meta["conditioning"]
+    if kind == "none":
+        return None, None, None
+    labels = torch.arange(n) % data.n_classes
+    if kind == "class":
+        null = torch.full_like(labels, meta["null_index"])
+        return {"class_labels": labels.to(device)}, {"class_labels": null.to(device)}, labels
+    from .data.text import TextEncoder
+
+    encoder = TextEncoder(meta["text_encoder"], cache_dir=cache_dir() / "text")
+    prompts = [caption_for(int(k), HELDOUT_TEMPLATES[i % len(HELDOUT_TEMPLATES)]) for i, k in enumerate(labels)]
+    hidden, mask = encoder.encode_cached([*prompts, ""])
+    cond = {"encoder_hidden_states": hidden[:n].to(device), "encoder_attention_mask": mask[:n].to(device)}
+    uncond = {
+        "encoder_hidden_states": hidden[n:].expand(n, -1, -1).to(device),
+        "encoder_attention_mask": mask[n:].expand(n, -1).to(device),
+    }
+    return cond, uncond, labels
+
+
+def _targets(run: Path, all_checkpoints: bool) -> list[str | None]:
+    """What to evaluate: None for the final model, or checkpoint paths oldest first."""
+    if not all_checkpoints:
+        return [None]
+    found = []
+    for path in ckpt.list_checkpoints(run / "checkpoints"):
+        try:
+            ckpt.verify(path)
+        except ckpt.CheckpointError as exc:
+            tqdm.write(f"skipping corrupt checkpoint: {exc}")
+            continue
+        found.append(str(path))
+    if not found:
+        raise FileNotFoundError(f"{run}: no intact checkpoint to evaluate under {run / 'checkpoints'}")
+    return found
+
+
+@torch.no_grad()
+def evaluate_run(run: Path, *, all_checkpoints: bool = False, settings: EvalSettings | None = None) -> list[dict]:
+    """Score the final model (or every checkpoint) of a run; write eval.jsonl and eval.png."""
+    run = Path(run)
+    settings = settings or EvalSettings()
+    config_file = run / "config.yaml"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{run}: not a run folder (no config.yaml)")
+    config = load_config(config_file)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = load_dataset(
+        config.data.dataset,
+        seed=config.seed,
+        heldout_fraction=config.data.heldout_fraction,
+        captions=config.model.conditioning == "text",
+        on_bad_file=config.data.on_bad_file,
+        n_samples=config.data.n_samples,
+        dim=config.data.dim,
+    )
+    extractor, reference = None, None
+    if data.kind == "image":
+        extractor = _Extractor(config.data.dataset, settings.inception_weights, device)
+        reference = _reference_features(config, data, extractor)
+    records = []
+    targets = _targets(run, all_checkpoints)
+    for target in tqdm(targets, desc="evaluate", disable=len(targets) < 2):
+        model, objective, meta = load_run(run, target)
+        model.to(device)
+        solver = default_solver(objective.name, settings.solver or config.sample.solver)
+        steps = settings.steps or config.sample.steps
+        guidance = settings.guidance_scale if settings.guidance_scale is not None else config.sample.guidance_scale
+        cond, uncond, labels = _conditions(meta, data, settings.n, device)
+        samples = generate(
+            model,
+            objective,
+            tuple(meta["spec"]["data_shape"]),
+            settings.n,
+            solver=solver,
+            steps=steps,
+            cond=cond,
+            uncond=uncond if meta["conditioning"] != "none" else None,
+            guidance_scale=guidance if meta["conditioning"] != "none" else 1.0,
+            generator=torch.Generator().manual_seed(settings.seed),
+            device=device,
+            progress=True,
+        ).cpu()
+        if meta.get("vae"):
+            from .data.latents import LatentCodec
+
+            samples = LatentCodec(meta["vae"], device).decode(samples.to(device)).cpu()
+        record: dict[str, Any] = {"step": int(meta["step"]), "checkpoint": target}
+        bad = int((~torch.isfinite(samples.flatten(1))).any(1).sum())
+        if bad:
+            # A diverged model: no metric is meaningful, and saying so beats a crash or a made-up number.
+            record["nonfinite_samples"] = bad
+        elif data.kind == "image":
+            record.update(_image_metrics(samples, reference, extractor, labels, settings))
+        else:
+            record.update(_vector_metrics(samples, data, model, objective, config, settings, device))
+        record.update(
+            n=settings.n,
+            seed=settings.seed,
+            solver=solver,
+            steps=steps,
+            guidance_scale=guidance,
+            extractor=extractor.identity if extractor is not None else "exact",
+        )
+        records.append(record)
+    records.sort(key=lambda r: r["step"])
+    _write_jsonl(run / "eval.jsonl", records)
+    plot_eval(records, run / "eval.png", title=run.name)
+    return records
+
+
+def _image_metrics(samples, reference, extractor, labels, settings) -> dict[str, Any]:
+    from .metrics.distribution import feature_metrics
+    from .metrics.evaluator import class_accuracy, inception_score_analogue
+
+    feats, logits = extractor(samples.clamp(-1, 1))
+    out = feature_metrics(reference, feats, generator=torch.Generator().manual_seed(settings.seed))
+    if logits is not None:
+        out["is_analogue"] = inception_score_analogue(logits)[0]
+        if labels is not None:
+            out["class_accuracy"] = class_accuracy(logits, labels)
+    return out
+
+
+def _vector_metrics(samples, data, model, objective, config, settings, device) -> dict[str, Any]:
+    from .metrics.synthetic import excess_denoising_error, vector_metrics
+
+    g = torch.Generator().manual_seed(settings.seed)
+    out = vector_metrics(samples, data.train, data.gmm, generator=g)
+    if data.gmm is not None and config.model.conditioning == "none":
+        clusters = build_sampler(config, build_objective(config), rank=0).clusters
+        errors = excess_denoising_error(
+            model, objective, data.gmm, clusters, generator=torch.Generator().manual_seed(settings.seed)
+        )
+        out["excess_error"] = errors
+        out["excess_error_mean"] = sum(errors) / len(errors)
+    return out
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
+
+
+_PLOTTED = (
+    "fid",
+    "kid",
+    "precision",
+    "recall",
+    "class_accuracy",
+    "nll",
+    "sliced_wasserstein",
+    "mmd",
+    "excess_error_mean",
+)
+
+
+def plot_eval(records: list[dict], path: Path, title: str = "") -> None:
+    """One panel per scalar metric against the training step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in _PLOTTED if any(isinstance(r.get(k), int | float) for r in records)]
+    if not keys:
+        return
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), dpi=100, squeeze=False)
+    steps = [r["step"] for r in records]
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.plot(steps, [r.get(key) for r in records], marker="o")
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

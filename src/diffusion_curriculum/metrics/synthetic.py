@@ -1,0 +1,226 @@
+"""Metrics for vector data against the true distribution: exact NLL, sliced Wasserstein, MMD, excess denoising error.
+
+With a :class:`~diffusion_curriculum.data.GaussianMixture` as the data density, generated samples
+can be scored by their exact likelihood, and a denoiser by its distance to the exact optimal
+denoiser at every noise level; the sample-based distances (sliced Wasserstein-2, kernel MMD) need
+only a reference sample. All computation is float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from ..data.gmm import GaussianMixture
+from ..schedules import DiscreteSchedule
+from .distribution import _partial_sq_dist_chunks
+
+if TYPE_CHECKING:  # the objectives import diffusers, which these metrics do not otherwise need
+    from ..objectives import Objective
+
+__all__ = ["excess_denoising_error", "mmd", "nll", "sliced_wasserstein", "vector_metrics"]
+
+_F64 = torch.float64
+_CHUNK_ELEMENTS = 1 << 22  # float64 entries of one intermediate block: 32 MiB
+
+
+def _vectors(x: Tensor, name: str, min_rows: int = 1) -> Tensor:
+    """Check that ``x`` is a finite (n, D) matrix with at least ``min_rows`` rows; return it as float64 on the CPU."""
+    x = torch.as_tensor(x)
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise ValueError(f"{name} must be a 2-D (n, D) tensor, got shape {tuple(x.shape)}")
+    if x.shape[0] < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} rows, got {x.shape[0]}")
+    x = x.detach().to("cpu", _F64)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def _same_dim(x: Tensor, y: Tensor) -> None:
+    """Raise unless both sets have the same dimension."""
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"dimensions differ: {x.shape[1]} and {y.shape[1]}")
+
+
+def nll(samples: Tensor, gmm: GaussianMixture) -> float:
+    """Mean negative log-likelihood of samples (n, D) under the mixture's exact density (nats, float64).
+
+    For samples of the mixture itself this estimates its entropy, the lowest value any sampler can
+    reach in expectation. Evaluated in chunks, so memory stays bounded for many components.
+    """
+    x = _vectors(samples, "samples")
+    if x.shape[1] != gmm.dim:
+        raise ValueError(f"samples have dimension {x.shape[1]}, the mixture {gmm.dim}")
+    rows = max(1, _CHUNK_ELEMENTS // (gmm.n_components * gmm.dim))
+    total = sum(float(gmm.log_prob(chunk).sum()) for chunk in x.split(rows))
+    return -total / x.shape[0]
+
+
+def _w2_sq_sorted(xs: Tensor, ys: Tensor) -> Tensor:
+    """Squared W2 per column between the empirical 1-D distributions of sorted columns xs (n, P) and ys (m, P).
+
+    Exact for unequal n and m: both quantile functions are step functions, constant between the
+    merged breakpoints i/n and j/m (integers on the common grid 1/(n m), so no rounding), and the
+    integral of their squared difference is a weighted sum over those pieces.
+    """
+    n, m = xs.shape[0], ys.shape[0]
+    ends = torch.cat([torch.arange(1, n + 1) * m, torch.arange(1, m + 1) * n]).unique()  # sorted
+    starts = torch.cat([ends.new_zeros(1), ends[:-1]])
+    widths = (ends - starts).to(_F64) / (n * m)
+    return widths @ (xs[starts // m] - ys[starts // n]).pow(2)
+
+
+def sliced_wasserstein(
+    x: Tensor, y: Tensor, n_projections: int = 256, generator: torch.Generator | None = None
+) -> float:
+    """Sliced Wasserstein-2 distance: sqrt of the mean over random unit directions of W2^2 between projections.
+
+    Directions are uniform on the sphere (normalised Gaussians from the CPU ``generator``). Each
+    1-D W2^2 is exact between the two empirical distributions, also for unequal sample sizes
+    (merged quantile functions, see ``_w2_sq_sorted``).
+    """
+    x, y = _vectors(x, "x"), _vectors(y, "y")
+    _same_dim(x, y)
+    if n_projections < 1:
+        raise ValueError(f"n_projections must be >= 1, got {n_projections}")
+    directions = torch.randn(int(n_projections), x.shape[1], generator=generator, dtype=_F64)
+    directions /= directions.norm(dim=1, keepdim=True)
+    per_block = max(1, _CHUNK_ELEMENTS // (x.shape[0] + y.shape[0]))
+    w2_sq = torch.cat(
+        [
+            _w2_sq_sorted((x @ block.T).sort(0).values, (y @ block.T).sort(0).values)
+            for block in directions.split(per_block)
+        ]
+    )
+    return float(w2_sq.mean().sqrt())
+
+
+def _rbf_sum(a: Tensor, b: Tensor, inv_two_h_sq: Tensor) -> float:
+    """Sum over all pairs (a_i, b_j) of the kernel sum_h exp(-||a_i - b_j||^2 / (2 h^2))."""
+    a_sq = a.pow(2).sum(1)
+    total = 0.0
+    for start, stop, part in _partial_sq_dist_chunks(a, b):
+        d2 = part.add_(a_sq[start:stop, None]).clamp_(min=0)
+        kernel = torch.empty_like(d2)  # reused per bandwidth: in-place ops, no fresh allocations
+        for g in inv_two_h_sq.tolist():
+            total += float(torch.mul(d2, -g, out=kernel).exp_().sum())
+    return total
+
+
+def mmd(
+    x: Tensor,
+    y: Tensor,
+    bandwidths: Sequence[float] = (0.1, 0.5, 1, 2, 5),
+    generator: torch.Generator | None = None,
+    max_n: int = 4000,
+) -> float:
+    """Unbiased MMD^2 between samples x and y with the kernel sum_h exp(-||a - b||^2 / (2 h^2)) over ``bandwidths``.
+
+    Each set larger than ``max_n`` is first subsampled to ``max_n`` rows without replacement (CPU
+    ``generator``); the cost is quadratic in the sizes. Bandwidths are in data units (for
+    standardized data, 0.1 to 5 spans fine to coarse structure). Unbiased, so it can be slightly
+    negative when both samples come from one distribution.
+    """
+    x, y = _vectors(x, "x", 2), _vectors(y, "y", 2)
+    _same_dim(x, y)
+    h = torch.as_tensor(list(bandwidths), dtype=_F64).flatten()
+    if h.numel() < 1 or not (h > 0).all() or not torch.isfinite(h).all():
+        raise ValueError(f"bandwidths must be positive and finite, got {list(bandwidths)}")
+    if max_n < 2:
+        raise ValueError(f"max_n must be >= 2, got {max_n}")
+    if x.shape[0] > max_n:
+        x = x[torch.randperm(x.shape[0], generator=generator)[:max_n]]
+    if y.shape[0] > max_n:
+        y = y[torch.randperm(y.shape[0], generator=generator)[:max_n]]
+    g = 1.0 / (2.0 * h**2)
+    n, m, k = x.shape[0], y.shape[0], h.numel()  # the kernel is k on the diagonal
+    xx = (_rbf_sum(x, x, g) - k * n) / (n * (n - 1))
+    yy = (_rbf_sum(y, y, g) - k * m) / (m * (m - 1))
+    return xx + yy - 2.0 * _rbf_sum(x, y, g) / (n * m)
+
+
+def _model_placement(model: Any) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of the model's first floating-point parameter; CPU float32 for parameter-free callables."""
+    parameters = getattr(model, "parameters", None)
+    for p in parameters() if callable(parameters) else ():
+        if p.is_floating_point():
+            return p.device, p.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _cluster_levels(objective: Objective, cluster: tuple, n: int, generator: torch.Generator | None) -> Tensor:
+    """n levels uniform within one cluster: integers start..stop-1 (discrete) or floats in (lo, hi] (continuous)."""
+    space = objective.noise_space()
+    lo, hi = cluster
+    if isinstance(space, DiscreteSchedule):
+        if int(lo) != lo or int(hi) != hi or not 0 <= lo < hi <= space.T:
+            raise ValueError(f"discrete cluster must be integers 0 <= start < stop <= {space.T}, got {cluster}")
+        return torch.randint(int(lo), int(hi), (n,), generator=generator)
+    if not space.lo <= lo < hi <= space.hi:
+        raise ValueError(f"continuous cluster must satisfy {space.lo} <= lo < hi <= {space.hi}, got {cluster}")
+    # (lo, hi] rather than [lo, hi): a cluster starting at flow time 0 would otherwise allow sigma = 0.
+    return hi - (hi - lo) * torch.rand(n, generator=generator, dtype=_F64)
+
+
+@torch.no_grad()
+def excess_denoising_error(
+    model: Any,
+    objective: Objective,
+    gmm: GaussianMixture,
+    clusters: Sequence[tuple],
+    *,
+    n_per_cluster: int = 512,
+    generator: torch.Generator | None = None,
+    cond: Any = None,
+) -> list[float]:
+    """Per cluster, the mean squared distance per dimension between the model's epsilon estimate and the optimal one.
+
+    ``clusters`` are the sampler's: ``(start, stop)`` timesteps for DDPM objectives (levels drawn
+    uniformly over the integers start..stop-1) or ``(lo, hi)`` sigmas / flow times (levels uniform
+    in the noise variable on (lo, hi], not under the training density). For each level, x0 is an
+    exact mixture sample, x = alpha x0 + sigma eps with the objective's ``alpha_sigma``, and the
+    model's estimate eps_hat = (x - alpha x0_hat) / sigma with x0_hat from ``objective.predict_x0``
+    is compared with the exact E[eps | x] of the mixture: the loss above the Bayes floor, in
+    epsilon units whatever the objective's target. The model sees x on its device and in its dtype
+    (CPU float32 for parameter-free callables); ``cond`` is passed as is, so it must fit a batch of
+    ``n_per_cluster``. ``generator`` (CPU) drives the levels, x0 and eps. Runs under ``no_grad``.
+    """
+    if len(clusters) == 0:
+        raise ValueError("clusters must not be empty")
+    if n_per_cluster < 1:
+        raise ValueError(f"n_per_cluster must be >= 1, got {n_per_cluster}")
+    device, dtype = _model_placement(model)
+    errors = []
+    for cluster in clusters:
+        levels = _cluster_levels(objective, tuple(cluster), int(n_per_cluster), generator)
+        alpha, sigma = objective.alpha_sigma(levels)
+        x0 = gmm.sample(int(n_per_cluster), generator)
+        eps = torch.randn(x0.shape, generator=generator, dtype=_F64)
+        x = (alpha[:, None] * x0 + sigma[:, None] * eps).to(device, dtype)
+        x0_hat = objective.predict_x0(model, x, levels.to(device), cond).to("cpu", _F64)
+        x_seen = x.to("cpu", _F64)  # the rounded input the model saw: the optimum is taken there too
+        eps_hat = (x_seen - alpha[:, None] * x0_hat) / sigma[:, None]
+        eps_star = gmm.optimal_eps(x_seen, alpha, sigma)
+        errors.append(float((eps_hat - eps_star).pow(2).mean()))
+    return errors
+
+
+def vector_metrics(
+    samples: Tensor,
+    reference: Tensor,
+    gmm: GaussianMixture | None,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Sample quality of vector data: ``nll`` (only with the true ``gmm``), ``sliced_wasserstein`` and ``mmd``.
+
+    The last two compare ``samples`` with a ``reference`` sample of the data at the functions'
+    defaults; ``generator`` drives the projections, then the MMD subsampling.
+    """
+    out = {} if gmm is None else {"nll": nll(samples, gmm)}
+    out["sliced_wasserstein"] = sliced_wasserstein(samples, reference, generator=generator)
+    out["mmd"] = mmd(samples, reference, generator=generator)
+    return out
