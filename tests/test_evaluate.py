@@ -64,6 +64,8 @@ def test_evaluate_final_model_writes_jsonl_and_plot(tmp_path):
     for key in ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage", "is_analogue"):
         assert isinstance(record[key], float), key
     assert record["extractor"].startswith("digits")
+    losses = record["heldout_cluster_loss"]
+    assert len(losses) == 2 and all(v > 0 for v in losses)
     assert (run / "eval.png").read_bytes()[:4] == b"\x89PNG"
     # fixed seed and sampler: evaluating again gives the same numbers
     assert main(["evaluate", str(run), *EVAL]) == 0

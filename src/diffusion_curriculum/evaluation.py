@@ -204,6 +204,10 @@ def evaluate_run(run: Path, *, all_checkpoints: bool = False, settings: EvalSett
             record.update(_image_metrics(samples, reference, extractor, labels, settings))
         else:
             record.update(_vector_metrics(samples, data, model, objective, config, settings, device))
+        clusters = build_sampler(config, build_objective(config), rank=0).clusters
+        record["heldout_cluster_loss"] = heldout_cluster_losses(
+            model, objective, data, meta, clusters, device, seed=settings.seed
+        )
         record.update(
             n=settings.n,
             seed=settings.seed,
@@ -244,6 +248,54 @@ def _vector_metrics(samples, data, model, objective, config, settings, device) -
         )
         out["excess_error"] = errors
         out["excess_error_mean"] = sum(errors) / len(errors)
+    return out
+
+
+def _levels_in(cluster: tuple, n: int, discrete: bool, g: torch.Generator) -> torch.Tensor:
+    """n noise levels drawn uniformly within one cluster (integer timesteps, or the noise variable)."""
+    lo, hi = cluster
+    if discrete:
+        return torch.randint(int(lo), int(hi), (n,), generator=g)
+    return lo + (hi - lo) * (1.0 - torch.rand(n, generator=g, dtype=torch.float64))  # (lo, hi]: no t = 0
+
+
+@torch.no_grad()
+def heldout_cluster_losses(
+    model,
+    objective,
+    data: DatasetBundle,
+    meta: dict[str, Any],
+    clusters: list[tuple],
+    device: torch.device,
+    *,
+    seed: int = 0,
+    max_items: int = 512,
+) -> list[float]:
+    """Unweighted denoising loss on held-out data per cluster: what the model has learned at each
+    noise level, independent of whether the clusters it has not trained yet spoil its samples."""
+    x0 = data.heldout[:max_items]
+    n = x0.shape[0]
+    cond = None
+    if meta["conditioning"] == "class" and data.heldout_labels is not None:
+        cond = {"class_labels": data.heldout_labels[:n].to(device)}
+    elif meta["conditioning"] == "text" and data.heldout_captions is not None:
+        from .data.text import TextEncoder
+
+        encoder = TextEncoder(meta["text_encoder"], cache_dir=cache_dir() / "text")
+        hidden, mask = encoder.encode_cached(list(data.heldout_captions[:n]))
+        cond = {"encoder_hidden_states": hidden.to(device), "encoder_attention_mask": mask.to(device)}
+    if meta.get("vae"):
+        from .data.latents import LatentCodec
+
+        x0 = LatentCodec(meta["vae"], device).encode(x0)
+    x0 = x0.to(device)
+    discrete = isinstance(clusters[0][0], int)
+    out = []
+    for i, cluster in enumerate(clusters):
+        g = torch.Generator().manual_seed(seed * 1000 + i)  # the same draws for every checkpoint
+        levels = _levels_in(cluster, n, discrete, g)
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        out.append(float(objective.loss(model, x0, levels.to(device), noise, cond).mean()))
     return out
 
 
