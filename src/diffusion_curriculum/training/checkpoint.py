@@ -4,7 +4,9 @@ A checkpoint is a folder ``checkpoints/step_00001000/`` holding ``state.pt`` (mo
 optimizer, LR schedule, step), one ``rank<r>.pt`` per process (sampler state and random
 generators, which differ per rank) and ``manifest.json`` with the SHA-256 of every file. It is
 assembled in a hidden temporary folder and renamed into place in one step, so a crash leaves
-either the old set of checkpoints or the new one, never a partial folder under a real name.
+either the old set of checkpoints or the new one, never a partial folder under a real name;
+folders being replaced or pruned are renamed out of the way before they are deleted, for the same
+reason.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,9 @@ __all__ = [
 
 _PREFIX = "step_"
 MANIFEST = "manifest.json"
+# Testing hook (fault injection, tests/reliability): seconds to sleep after writing each checkpoint
+# file, so that a kill can be made to land while a checkpoint is being written. Read once, here.
+_SAVE_DELAY_S = float(os.environ.get("DIFFUSION_CURRICULUM_TEST_SAVE_DELAY", "0"))
 
 
 class CheckpointError(ValueError):
@@ -55,12 +61,28 @@ def staging_dir(root: Path, step: int) -> Path:
     return root / f".tmp_{_PREFIX}{step:08d}"
 
 
+def _trash_dir(root: Path, step: int) -> Path:
+    """Where a published checkpoint goes just before it is deleted, so it never lies half-deleted."""
+    return root / f".old_{_PREFIX}{step:08d}"
+
+
+def _discard(path: Path) -> None:
+    """Rename a checkpoint folder out of the published names in one step, then delete it."""
+    trash = _trash_dir(path.parent, int(path.name[len(_PREFIX) :]))
+    if trash.exists():
+        shutil.rmtree(trash)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def save_file(obj: Any, path: Path) -> None:
     """torch.save with fsync, so a published checkpoint's bytes are on disk."""
     with path.open("wb") as f:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
+    if _SAVE_DELAY_S:
+        time.sleep(_SAVE_DELAY_S)
 
 
 def publish(root: Path, step: int, world_size: int) -> Path:
@@ -82,7 +104,7 @@ def publish(root: Path, step: int, world_size: int) -> Path:
         os.fsync(f.fileno())
     final = checkpoint_dir(root, step)
     if final.exists():  # re-saving the same step (e.g. the end of a resumed, finished run)
-        shutil.rmtree(final)
+        _discard(final)
     os.replace(staging, final)
     return final
 
@@ -136,8 +158,9 @@ def load_rank_state(path: Path, rank: int, map_location: Any = "cpu") -> dict[st
 
 
 def prune(root: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints, and stale staging folders."""
+    """Delete all but the newest ``keep`` checkpoints, and stale staging and half-deleted folders."""
     for path in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
-    for stale in root.glob(f".tmp_{_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        _discard(path)
+    for pattern in (f".tmp_{_PREFIX}*", f".old_{_PREFIX}*"):
+        for stale in root.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)

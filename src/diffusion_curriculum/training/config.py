@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -91,6 +92,8 @@ class TrainConfig:
     sample_every: int | None = field(default=1000, metadata=_min(1))
     checkpoint_every: int | None = field(default=500, metadata=_min(1))
     keep_checkpoints: int = field(default=2, metadata=_min(1))
+    max_bad_steps: int = field(default=20, metadata=_min(1))
+    dist_timeout_s: float = field(default=300.0, metadata=_min(0.0, strict=True))
 
 
 @dataclass
@@ -258,8 +261,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r}: no such file")
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {str(path)!r}: not valid YAML ({exc.__class__.__name__})") from None
         if loaded is not None:
             if not isinstance(loaded, dict):
@@ -273,5 +276,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def dump_config(config: Config, path: Path) -> None:
-    """Write the resolved config as YAML (every option, so a run can be repeated exactly)."""
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML (every option, so a run can be repeated exactly), atomically:
+    a kill mid-write must not leave a torn file that stops the run from being resumed."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    os.replace(tmp, path)

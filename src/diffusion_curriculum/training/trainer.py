@@ -14,12 +14,14 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
@@ -34,14 +36,28 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError, dump_config, load_config
 from .visual import save_samples
 
-__all__ = ["RunError", "Trainer", "build_pacing", "build_sampler", "train"]
+__all__ = ["RunError", "Trainer", "TrainingDiverged", "build_pacing", "build_sampler", "train"]
 
 # Artefacts a run writes into its folder; --overwrite removes exactly these.
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "samples", "model", "pipeline", "tensorboard")
 
+# Testing hook (fault injection, tests/reliability): comma-separated steps at which the loss is made
+# NaN, "5,6" on every rank, "7@1" on rank 1 only. Read once when a Trainer is built.
+FAULT_NAN_STEPS_ENV = "DIFFUSION_CURRICULUM_FAULT_NAN_STEPS"
+
+# Config keys a resume may change: where the run folder lives (it may have been moved or copied), and
+# what bounds or guards the run without changing what it computes.
+RESUMABLE_KEYS = ("out", "train.max_steps", "train.max_bad_steps", "train.dist_timeout_s")
+
 
 class RunError(ValueError):
     """A problem with the run folder or a resume request; reported in one line."""
+
+
+class TrainingDiverged(RunError):
+    """The loss was NaN or inf at ``train.max_bad_steps`` consecutive steps; the CLI exits with code 3."""
+
+    exit_code = 3
 
 
 def build_pacing(config: Config) -> Pacing | None:
@@ -145,12 +161,17 @@ class _Conditioning:
 class Trainer:
     """Holds everything one run needs; :meth:`run` trains to ``train.max_steps``."""
 
-    def __init__(self, config: Config, *, resume: str | None = None, overwrite: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, resume: str | None = None, overwrite: bool = False, progress: bool = True
+    ) -> None:
         self.config = config
+        self.progress = progress
         self.out = config.out_dir
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
             mixed_precision=_resolve_precision(config.train.precision),
+            # A rank that dies or hangs must end the others' collectives, not leave them waiting forever.
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=config.train.dist_timeout_s))],
         )
         acc = self.accelerator
         self.rank, self.world = acc.process_index, acc.num_processes
@@ -158,7 +179,9 @@ class Trainer:
         if config.train.batch_size % self.world:
             raise ConfigError(f"train.batch_size: {config.train.batch_size} is not divisible by {self.world} processes")
         self.local_batch = config.train.batch_size // self.world
-        self._prepare_folder(resume, overwrite)
+        # Check the folder now but write to it only once everything below has loaded: a bad data
+        # path or model option must not cost an --overwrite'd run its files.
+        self._check_folder(resume, overwrite)
 
         self.data: DatasetBundle = load_dataset(
             config.data.dataset,
@@ -169,6 +192,11 @@ class Trainer:
             n_samples=config.data.n_samples,
             dim=config.data.dim,
         )
+        if self.data.skipped:
+            names = ", ".join(self.data.skipped[:3]) + (
+                f" and {len(self.data.skipped) - 3} more" if len(self.data.skipped) > 3 else ""
+            )
+            acc.print(f"data.on_bad_file=skip: skipped {len(self.data.skipped)} unreadable file(s): {names}")
         self.codec = None
         train_x = self.data.train
         if config.data.vae is not None:
@@ -206,18 +234,26 @@ class Trainer:
         self.data_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 1, self.rank))
         self.noise_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 2, self.rank))
         self.drop_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 3, self.rank))
+        self.fault_steps = _fault_steps(os.environ.get(FAULT_NAN_STEPS_ENV, ""), self.rank)
         self.step = 0
+        self.skipped_steps = 0  # steps whose loss was NaN or inf, over the whole run
+        self.bad_streak = 0  # consecutive such steps up to now
+        self.window_loss, self.window_good = 0.0, 0  # loss sum and count of good steps since the last log line
         if resume is not None:
             self._resume(resume)
-        elif acc.is_main_process:
-            dump_config(config, self.out / "config.yaml")
+        else:
+            self._claim_folder(overwrite)
 
     # ----- setup ---------------------------------------------------------------------------
     @property
     def _unwrapped(self) -> Denoiser:
         return self.accelerator.unwrap_model(self.model)
 
-    def _prepare_folder(self, resume: str | None, overwrite: bool) -> None:
+    def _check_folder(self, resume: str | None, overwrite: bool) -> None:
+        """Refuse a run folder that is a file or holds another run (unless asked to); writes nothing."""
+        existing = next((p for p in (self.out, *self.out.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise RunError(f"--out {self.out}: {existing} is a file, not a folder")
         holds_run = (self.out / "config.yaml").exists() or (self.out / "checkpoints").exists()
         if resume is not None and overwrite:
             raise RunError("--resume and --overwrite contradict each other; choose one")
@@ -227,6 +263,9 @@ class Trainer:
             )
         if resume is not None and not holds_run:
             raise RunError(f"--resume: {self.out} holds no run to resume")
+
+    def _claim_folder(self, overwrite: bool) -> None:
+        """Start the run's files: empty the folder's run artefacts if overwriting, write config.yaml."""
         if self.accelerator.is_main_process:
             if overwrite:
                 for name in RUN_FILES:
@@ -236,6 +275,7 @@ class Trainer:
                     elif target.exists():
                         target.unlink()
             self.out.mkdir(parents=True, exist_ok=True)
+            dump_config(self.config, self.out / "config.yaml")
         self.accelerator.wait_for_everyone()
 
     def _build_conditioning(self) -> _Conditioning:
@@ -270,6 +310,7 @@ class Trainer:
             "drop_gen": self.drop_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "log_window": [self.window_loss, self.window_good],
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -292,6 +333,8 @@ class Trainer:
                 "lr_scheduler": self.lr_scheduler.state_dict(),
                 "config": self.config.to_dict(),
                 "meta": self.model_meta(),
+                "skipped_steps": self.skipped_steps,
+                "bad_streak": self.bad_streak,
             }
             ckpt.save_file(state, staging / "state.pt")
         acc.wait_for_everyone()
@@ -303,11 +346,13 @@ class Trainer:
         return path
 
     def _resume(self, which: str) -> None:
+        """Restore the newest intact (or the given) checkpoint; a run killed before its first
+        checkpoint starts again from step 0."""
         root = self.out / "checkpoints"
         warn = self.accelerator.print
         if which == "latest":
             path = ckpt.find_latest(root, warn=warn)
-            if path is None:
+            if path is None and ckpt.list_checkpoints(root):
                 raise RunError(f"--resume latest: no intact checkpoint under {root}")
         else:
             path = Path(which)
@@ -315,7 +360,20 @@ class Trainer:
         saved = load_config(self.out / "config.yaml") if (self.out / "config.yaml").exists() else None
         if saved is not None:
             _check_same_run(saved, self.config)
-        state = ckpt.load_state(path, map_location=self.device)
+        if path is None:
+            warn(f"--resume latest: {self.out} holds no checkpoint yet; starting it again from step 0")
+        else:
+            self._load_checkpoint(path)
+            warn(f"resumed from {path} at step {self.step}")
+        if self.accelerator.is_main_process:
+            _truncate_log(self.out / "metrics.jsonl", self.step)
+            dump_config(self.config, self.out / "config.yaml")
+        self.accelerator.wait_for_everyone()
+
+    def _load_checkpoint(self, path: Path) -> None:
+        """Load every piece of state a checkpoint holds, this rank's included. Tensors are read to the CPU
+        (torch.load cannot map to Accelerate's multi-process CPU device, cpu:0); loading copies them over."""
+        state = ckpt.load_state(path)
         self._unwrapped.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.ema.to(self.device)
@@ -329,15 +387,15 @@ class Trainer:
         torch.set_rng_state(rank_state["torch_rng"].to("cpu"))
         if rank_state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rank_state["cuda_rng"])
+        self.window_loss, self.window_good = rank_state.get("log_window", (0.0, 0))
         self.step = int(state["step"])
-        if self.accelerator.is_main_process:
-            _truncate_log(self.out / "metrics.jsonl", self.step)
-            dump_config(self.config, self.out / "config.yaml")
-        warn(f"resumed from {path} at step {self.step}")
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.bad_streak = int(state.get("bad_streak", 0))
 
     # ----- the loop ------------------------------------------------------------------------
-    def train_step(self) -> torch.Tensor:
-        """One optimizer step; returns the per-sample weighted losses (detached)."""
+    def train_step(self) -> float | None:
+        """One optimizer step; returns this rank's loss, or None when some rank's loss was NaN or inf
+        and the step was skipped on every rank (no optimizer, LR, EMA or pacing update)."""
         cfg = self.config.train
         idx = torch.randint(self.train_x.shape[0], (self.local_batch,), generator=self.data_gen, device=self.device)
         x0 = self.train_x[idx]
@@ -353,8 +411,14 @@ class Trainer:
             self.objective.snr(levels), self.objective.target, sigma_data=self.objective.sigma_data
         ).to(self.device)
         per_sample = raw.float() * weights
+        if self.step + 1 in self.fault_steps:  # testing hook, see FAULT_NAN_STEPS_ENV
+            per_sample = per_sample * float("nan")
         loss = per_sample.mean()
         self.accelerator.backward(loss)
+        value, finite = self._loss_and_agreement(loss)
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         if cfg.grad_clip is not None:
             self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
@@ -362,7 +426,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.step(self._unwrapped.parameters())
         self.sampler.observe(per_sample.detach(), levels)
-        return per_sample.detach()
+        return value
+
+    def _loss_and_agreement(self, loss: torch.Tensor) -> tuple[float, bool]:
+        """This rank's loss as a float, and whether every rank's loss is finite: one device-to-host copy
+        (logging needs the loss anyway) and, across processes, one all-reduce of a scalar."""
+        detached = loss.detach().float()
+        bad = (~torch.isfinite(detached)).float()
+        if self.world > 1:
+            dist.all_reduce(bad)
+        value, n_bad = torch.stack([detached, bad]).tolist()
+        return value, n_bad == 0
 
     def run(self) -> Path:
         """Train to ``train.max_steps``, logging, sampling and checkpointing on the way."""
@@ -371,35 +445,48 @@ class Trainer:
         main = acc.is_main_process
         log_file = (self.out / "metrics.jsonl").open("a") if main else None
         writer = _tensorboard(self.out / "tensorboard") if main else None
-        bar = _progress(self.step, cfg.max_steps, disable=not main)
-        window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
+        bar = _progress(self.step, cfg.max_steps, disable=not (main and self.progress))
+        window_start, window_steps = time.perf_counter(), 0
+        checkpoint_due = False  # a periodic checkpoint that fell on a skipped step waits for a good one
         self.model.train()
         try:
             while self.step < cfg.max_steps:
                 stage_trained, unlocked = self.sampler.stage, self.sampler.unlocked_intervals
-                per_sample = self.train_step()
+                loss = self.train_step()
                 self.step += 1
                 window_steps += 1
-                window_loss += float(per_sample.mean())
+                if loss is None:
+                    self.skipped_steps += 1
+                    self.bad_streak += 1
+                else:
+                    self.bad_streak = 0
+                    self.window_loss += loss
+                    self.window_good += 1
+                diverged = self.bad_streak >= cfg.max_bad_steps
                 last = self.step == cfg.max_steps
-                if self.step % cfg.log_every == 0 or last:
+                if self.step % cfg.log_every == 0 or last or diverged:
                     elapsed = time.perf_counter() - window_start
-                    record = self._log_record(
-                        stage_trained, unlocked, window_loss / window_steps, window_steps, elapsed
-                    )
+                    record = self._log_record(stage_trained, unlocked, window_steps, elapsed)
                     if main:
                         log_file.write(json.dumps(record) + "\n")
                         log_file.flush()
                         if writer is not None:
-                            for key in ("loss", "stage", "lr", "images_per_s"):
-                                writer.add_scalar(key, record[key], self.step)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", stage=f"{record['stage']}/{self.sampler.n_stages}")
-                    window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
+                            for key in ("loss", "stage", "lr", "images_per_s", "skipped_steps"):
+                                if record[key] is not None:
+                                    writer.add_scalar(key, record[key], self.step)
+                    shown = "nan" if record["loss"] is None else f"{record['loss']:.4f}"
+                    bar.set_postfix(loss=shown, stage=f"{record['stage']}/{self.sampler.n_stages}")
+                    window_start, window_steps = time.perf_counter(), 0
+                    self.window_loss, self.window_good = 0.0, 0
                 bar.update(1)
+                if diverged:
+                    raise self._diverged()
                 if cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
                     self.write_samples(self.out / "samples" / f"step_{self.step:08d}.png")
-                if last or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
+                checkpoint_due = checkpoint_due or bool(cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
+                if last or (checkpoint_due and self.bad_streak == 0):
                     self.save_checkpoint()
+                    checkpoint_due = False
         finally:
             bar.close()
             if log_file is not None:
@@ -410,14 +497,23 @@ class Trainer:
         acc.wait_for_everyone()
         return self.out
 
-    def _log_record(
-        self, stage: int, unlocked: list[tuple[Any, Any]], loss: float, steps: int, elapsed: float
-    ) -> dict[str, Any]:
-        """One metrics.jsonl line: the stage and unlocked range trained at this step, rank 0's loss."""
+    def _diverged(self) -> TrainingDiverged:
+        """The one-line error that stops a run whose loss stayed NaN or inf; no checkpoint is written."""
+        kept = ckpt.list_checkpoints(self.out / "checkpoints")
+        last = f"the last checkpoint is {kept[-1]}" if kept else "there is no checkpoint"
+        return TrainingDiverged(
+            f"train.max_bad_steps: the loss was NaN or inf at {self.bad_streak} consecutive steps up to step "
+            f"{self.step}; stopped without saving, {last}"
+        )
+
+    def _log_record(self, stage: int, unlocked: list[tuple[Any, Any]], steps: int, elapsed: float) -> dict[str, Any]:
+        """One metrics.jsonl line: the stage and unlocked range trained at this step, rank 0's mean loss
+        over the window's good steps (null if all were skipped) and the run's skipped-step total."""
         stats = self.sampler.stats(reset=True)
         record: dict[str, Any] = {
             "step": self.step,
-            "loss": loss,
+            "loss": self.window_loss / self.window_good if self.window_good else None,
+            "skipped_steps": self.skipped_steps,
             "stage": stage,
             "n_stages": stats["n_stages"],
             "unlocked": [list(iv) for iv in unlocked],
@@ -559,9 +655,11 @@ def _pad_text(hidden: torch.Tensor, mask: torch.Tensor, length: int, device: tor
 
 
 def _check_same_run(saved: Config, current: Config) -> None:
-    """A resume must continue the same experiment; only the step budget may grow."""
+    """A resume must continue the same experiment; only the keys in RESUMABLE_KEYS may change."""
     a, b = saved.to_dict(), current.to_dict()
-    a["train"]["max_steps"] = b["train"]["max_steps"]
+    for key in RESUMABLE_KEYS:
+        section, _, name = key.rpartition(".")
+        (a[section] if section else a)[name] = (b[section] if section else b)[name]
     for section, values in a.items():
         if values != b[section]:
             if isinstance(values, dict):
@@ -589,6 +687,16 @@ def _truncate_log(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
+def _fault_steps(text: str, rank: int) -> frozenset[int]:
+    """The steps at which the FAULT_NAN_STEPS_ENV testing hook makes this rank's loss NaN."""
+    steps = set()
+    for item in text.replace(" ", "").split(","):
+        step, _, only_rank = item.partition("@")
+        if step and (not only_rank or int(only_rank) == rank):
+            steps.add(int(step))
+    return frozenset(steps)
+
+
 def _progress(start: int, total: int, disable: bool):
     from tqdm.auto import tqdm
 
@@ -604,11 +712,9 @@ def _tensorboard(path: Path):
     return SummaryWriter(str(path))
 
 
-def train(config: Config, *, resume: str | None = None, overwrite: bool = False) -> Path:
-    """Train one run as configured; returns the run folder."""
-    trainer = Trainer(config, resume=resume, overwrite=overwrite)
-    try:
-        return trainer.run()
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            trainer.accelerator.wait_for_everyone()
+def train(config: Config, *, resume: str | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+    """Train one run as configured; returns the run folder. ``progress=False`` hides the progress bar."""
+    trainer = Trainer(config, resume=resume, overwrite=overwrite, progress=progress)
+    # No barrier on the way out: run() ends with one, and after a failure another would only wait
+    # (up to train.dist_timeout_s) for a rank that may be dead or stuck.
+    return trainer.run()
