@@ -100,6 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(func=_cmd_evaluate)
 
+    compare = sub.add_parser(
+        "compare",
+        help="run a comparison grid (baseline vs curriculum vs anti-curriculum ...) and write its report",
+        description="Train every run of a grid (methods x weightings x seeds, equal steps), evaluate each at fixed "
+        "steps and write OUT/report.md and OUT/report.html. A killed grid restarted with the same command skips "
+        "finished runs and resumes the others from their last checkpoint.",
+    )
+    source = compare.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="smoke, quick (default), gmm, uncond, class, text or gpu")
+    source.add_argument("--config", type=Path, help="a grid YAML file (see the presets for the format)")
+    compare.add_argument("--out", type=Path, help="output folder (default runs/compare_<name>)")
+    compare.add_argument("--workers", type=_positive_int, help="parallel runs (default: the grid's, at most the cores)")
+    compare.add_argument("--overwrite", action="store_true", help="replace a different grid already in --out")
+    compare.set_defaults(func=_cmd_compare)
+
     fit = sub.add_parser(
         "fit-evaluator",
         help="train the digit classifier whose features the image metrics use",
@@ -277,6 +292,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {args.run / 'eval.jsonl'} and {args.run / 'eval.png'}")
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from .experiments.grid import load_grid, preset_path
+
+    grid_file = args.config if args.config is not None else preset_path(args.preset or "quick")
+    grid = load_grid(grid_file)
+    out = args.out or Path("runs") / f"compare_{grid.name}"
+    from .experiments.runner import run_grid
+
+    report = run_grid(
+        grid_file,
+        out,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        command="diffusion-curriculum " + " ".join(sys.argv[1:]),
+    )
+    print(f"report: {report} (and {report.with_suffix('.html')})")
+
+
 def _cmd_fit_evaluator(args: argparse.Namespace) -> None:
     from .metrics.evaluator import fit_evaluator
 
@@ -320,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, FileNotFoundError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         print(f"diffusion-curriculum: error: {message}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # 2 for user errors; 3 for a run stopped by a diverged loss
     except KeyboardInterrupt:
         print("diffusion-curriculum: interrupted; resume with --resume latest", file=sys.stderr)
         return 130

@@ -39,7 +39,7 @@ class EvalSettings:
     steps: int | None = None  # None: the run's sample.steps
     guidance_scale: float | None = None  # None: the run's sample.guidance_scale
     inception_weights: str | None = None
-    batch_size: int = 500
+    progress: bool = True
 
 
 class _Extractor:
@@ -170,7 +170,7 @@ def evaluate_run(run: Path, *, all_checkpoints: bool = False, settings: EvalSett
         reference = _reference_features(config, data, extractor)
     records = []
     targets = _targets(run, all_checkpoints)
-    for target in tqdm(targets, desc="evaluate", disable=len(targets) < 2):
+    for target in tqdm(targets, desc="evaluate", disable=len(targets) < 2 or not settings.progress):
         model, objective, meta = load_run(run, target)
         model.to(device)
         solver = default_solver(objective.name, settings.solver or config.sample.solver)
@@ -189,7 +189,7 @@ def evaluate_run(run: Path, *, all_checkpoints: bool = False, settings: EvalSett
             guidance_scale=guidance if meta["conditioning"] != "none" else 1.0,
             generator=torch.Generator().manual_seed(settings.seed),
             device=device,
-            progress=True,
+            progress=settings.progress,
         ).cpu()
         if meta.get("vae"):
             from .data.latents import LatentCodec

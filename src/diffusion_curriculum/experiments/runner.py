@@ -1,0 +1,185 @@
+"""Run a comparison grid: train every run (in parallel worker processes), evaluate it at its
+checkpoints, and write the report. A killed grid restarted with the same command skips finished
+runs and resumes unfinished ones from their last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..training import checkpoint as ckpt
+from ..training.config import ConfigError
+from .grid import GridConfig, RunSpec, load_grid
+
+__all__ = ["run_grid"]
+
+DONE = "done.json"
+
+
+def _versions() -> dict[str, str]:
+    import diffusers
+
+    from .. import __version__
+
+    return {
+        "diffusion_curriculum": __version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _primary_metric(grid: GridConfig) -> tuple[str, bool]:
+    """The sample-quality metric speed-ups are measured on, and whether lower is better."""
+    if grid.primary_metric:
+        return grid.primary_metric, grid.primary_metric not in (
+            "precision",
+            "recall",
+            "density",
+            "coverage",
+            "class_accuracy",
+            "is_analogue",
+        )
+    from ..training.config import load_config
+
+    dataset = load_config(overrides={"data.dataset": grid.base.get("data", {}).get("dataset", "digits")}).data.dataset
+    vector = dataset in ("gmm", "toy2d", "8gaussians", "moons", "swiss_roll", "checkerboard")
+    return ("sliced_wasserstein" if vector else "fid"), True
+
+
+def run_one(grid_file: str, spec_name: str, out: str, threads: int, quiet: bool = True) -> dict[str, Any]:
+    """Train, evaluate and mark one run done; resumable at every point. Runs in a worker process."""
+    from ..evaluation import EvalSettings, evaluate_run
+    from ..training.trainer import train
+
+    torch.set_num_threads(threads)
+    grid = load_grid(grid_file)
+    spec = {s.name: s for s in grid.runs()}[spec_name]
+    run_dir = Path(out) / "runs" / spec.name
+    done = run_dir / DONE
+    if done.is_file():
+        return json.loads(done.read_text())
+    config = grid.run_config(spec, run_dir)
+    start = time.perf_counter()
+    if ckpt.list_checkpoints(run_dir / "checkpoints"):
+        train(config, resume="latest", progress=not quiet)
+    else:  # never started, or killed before its first checkpoint: nothing to keep
+        train(config, overwrite=run_dir.exists(), progress=not quiet)
+    settings = EvalSettings(n=grid.eval_n, seed=0, steps=grid.eval_steps, solver=grid.eval_solver, progress=not quiet)
+    evaluate_run(run_dir, all_checkpoints=True, settings=settings)
+    record = {
+        "name": spec.name,
+        "method": spec.method,
+        "weighting": spec.weighting,
+        "seed": spec.seed,
+        "dir": f"runs/{spec.name}",
+        "status": "done",
+        "wall_s": round(time.perf_counter() - start, 2),
+    }
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, done)
+    # The curve is in eval.jsonl now; keep only the newest checkpoint (enough to extend the run).
+    ckpt.prune(run_dir / "checkpoints", keep=1)
+    return record
+
+
+def _run_one_star(args: tuple) -> dict[str, Any]:
+    return run_one(*args)
+
+
+def _prepare_out(grid_file: Path, out: Path, overwrite: bool) -> None:
+    saved = out / "grid.yaml"
+    text = grid_file.read_text()
+    if saved.is_file() and saved.read_text() != text:
+        if not overwrite:
+            raise ConfigError(f"{out} holds a different grid; pass --overwrite to replace it or choose another --out")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(text)
+
+
+def run_grid(
+    grid_file: str | Path, out: str | Path, *, workers: int | None = None, overwrite: bool = False, command: str = ""
+) -> Path:
+    """Run (or finish) every run of a grid and write OUT/report.md and OUT/report.html."""
+    grid_file, out = Path(grid_file), Path(out)
+    grid = load_grid(grid_file)
+    _prepare_out(grid_file, out, overwrite)
+    specs: list[RunSpec] = grid.runs()
+    for spec in specs:  # validate every run's config before any training starts
+        grid.run_config(spec, out / "runs" / spec.name)
+    n_workers = max(1, min(workers or grid.workers, os.cpu_count() or 1, len(specs)))
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    metric, lower = _primary_metric(grid)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    wall_start = time.perf_counter()
+    jobs = [(str(out / "grid.yaml"), s.name, str(out), threads) for s in specs]
+    records: dict[str, dict] = {}
+    done_before = {s.name for s in specs if (out / "runs" / s.name / DONE).is_file()}
+    bar = tqdm(total=len(specs), initial=len(done_before), desc=f"grid {grid.name}", unit="run")
+    bar.write(f"{len(specs)} runs ({len(done_before)} already done), {n_workers} worker(s) x {threads} thread(s)")
+    if n_workers == 1:
+        results = map(_run_one_star, jobs)
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(n_workers)
+        results = pool.imap_unordered(_run_one_star, jobs)
+    try:
+        for record in results:
+            records[record["name"]] = record
+            if record["name"] not in done_before:
+                bar.update(1)
+                bar.write(f"done {record['name']} ({record['wall_s']:.0f} s)")
+    finally:
+        bar.close()
+        if n_workers > 1:
+            pool.close()
+            pool.join()
+    meta = {
+        "name": grid.name,
+        "primary_metric": metric,
+        "lower_is_better": lower,
+        "runs": [records[s.name] for s in specs],
+        "eval": {
+            "every": grid.eval_every,
+            "n": grid.eval_n,
+            "steps": grid.eval_steps,
+            "solver": grid.eval_solver,
+            "seed": 0,
+        },
+        "base_config": grid.run_config(specs[0], out / "runs" / specs[0].name).to_dict(),
+        "grid_config": yaml.safe_load((out / "grid.yaml").read_text()),
+        "versions": _versions(),
+        "machine": _machine(),
+        "started": started,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(time.perf_counter() - wall_start, 1),
+        "command": command or " ".join(sys.argv),
+    }
+    (out / "grid.json").write_text(json.dumps(meta, indent=1))
+    from .report import write_report
+
+    md, _ = write_report(out)
+    return md

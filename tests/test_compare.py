@@ -1,0 +1,147 @@
+"""The comparison grid: the smoke preset end to end, kill-and-restart, and grid config errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffusion_curriculum.experiments import load_grid, preset_path
+from diffusion_curriculum.training.config import ConfigError
+
+RUNS = ["none-none-s0", "none-none-s1", "easy_to_hard-none-s0", "easy_to_hard-none-s1"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("DIFFUSION_CURRICULUM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _compare(out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "diffusion_curriculum.cli", "compare", "--preset", "smoke", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _results(out: Path) -> dict:
+    """Everything a grid's runs produced that must not depend on interruptions."""
+    results = {}
+    for name in RUNS:
+        run = out / "runs" / name
+        evals = [
+            {k: v for k, v in json.loads(line).items() if k != "checkpoint"}
+            for line in (run / "eval.jsonl").read_text().splitlines()
+        ]
+        metrics = [
+            {k: v for k, v in json.loads(line).items() if k != "images_per_s"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+        ]
+        results[name] = (evals, metrics)
+    return results
+
+
+def test_smoke_grid_writes_both_reports_and_survives_a_kill(tmp_path):
+    clean = tmp_path / "clean"
+    proc = _compare(clean)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "report.md" in stdout
+    md, html = (clean / "report.md").read_text(), (clean / "report.html").read_text()
+    assert "easy_to_hard" in md and "data:image/png;base64," in html
+    grid = json.loads((clean / "grid.json").read_text())
+    assert [r["name"] for r in grid["runs"]] == RUNS and all(r["status"] == "done" for r in grid["runs"])
+    assert grid["primary_metric"] == "fid"
+
+    # The same grid, killed as soon as its first run has finished, then restarted.
+    killed = tmp_path / "killed"
+    proc = _compare(killed)
+    first_done = killed / "runs" / RUNS[0] / "done.json"
+    deadline = time.time() + 300
+    while not first_done.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert first_done.exists()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "report.md").exists()
+    before = first_done.read_text()
+    proc = _compare(killed)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "1 already done" in stdout + stderr
+    assert first_done.read_text() == before  # not redone
+    assert _results(killed) == _results(clean)
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "gmm", "uncond", "class", "text", "gpu"])
+def test_every_preset_is_a_valid_grid(name):
+    grid = load_grid(preset_path(name))
+    assert "none" in grid.methods and len(grid.runs()) == len(grid.methods) * len(grid.weightings) * len(grid.seeds)
+    for spec in grid.runs():
+        grid.run_config(spec, Path("/tmp/unused"))
+
+
+def test_quick_preset_is_the_papers_comparison():
+    grid = load_grid(preset_path("quick"))
+    assert grid.methods == ["none", "easy_to_hard", "hard_to_easy"] and len(grid.seeds) >= 2
+    assert grid.base["data"]["dataset"] == "digits"
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        ({"metods": ["none"]}, "metods"),
+        ({"methods": ["easy_to_hard"]}, "methods"),
+        ({"methods": ["none", "sideways"]}, "methods"),
+        ({"base": {"curriculum": {"order": "easy_to_hard"}}}, "base.curriculum.order"),
+        ({"base": {"train": {"max_steps": -1}}}, "train.max_steps"),
+        ({"seeds": [0, 0]}, "seeds"),
+        ({"eval": {"n": 10}}, "eval.every"),
+        ({"weightings": ["nope"]}, "objective.weighting"),
+    ],
+)
+def test_bad_grid_files_name_the_key(tmp_path, edit, key):
+    raw = yaml.safe_load(preset_path("smoke").read_text())
+    raw.update(edit)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        load_grid(path)
+    assert str(info.value).startswith(key)
+
+
+def test_compare_cli_errors_exit_2(tmp_path):
+    bad = tmp_path / "g.yaml"
+    bad.write_text("methods: [none]\nfoo: 1\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diffusion_curriculum.cli",
+            "compare",
+            "--config",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "foo" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffusion_curriculum.cli", "compare", "--preset", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "--preset" in proc.stderr
