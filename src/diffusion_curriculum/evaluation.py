@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .data import HELDOUT_TEMPLATES, DatasetBundle, caption_for, load_dataset
+from .data import HELDOUT_TEMPLATES, DatasetBundle, caption_for
 from .generation import default_solver, generate
 from .inference import load_run
 from .training import checkpoint as ckpt
 from .training.config import Config, load_config
-from .training.trainer import build_objective, build_sampler, cache_dir
+from .training.trainer import build_objective, build_sampler, cache_dir, load_config_dataset
 
 __all__ = ["EvalSettings", "evaluate_run"]
 
@@ -155,15 +155,7 @@ def evaluate_run(run: Path, *, all_checkpoints: bool = False, settings: EvalSett
         raise FileNotFoundError(f"{run}: not a run folder (no config.yaml)")
     config = load_config(config_file)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = load_dataset(
-        config.data.dataset,
-        seed=config.seed,
-        heldout_fraction=config.data.heldout_fraction,
-        captions=config.model.conditioning == "text",
-        on_bad_file=config.data.on_bad_file,
-        n_samples=config.data.n_samples,
-        dim=config.data.dim,
-    )
+    data = load_config_dataset(config)
     extractor, reference = None, None
     if data.kind == "image":
         extractor = _Extractor(config.data.dataset, settings.inception_weights, device)

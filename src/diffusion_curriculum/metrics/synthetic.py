@@ -16,7 +16,8 @@ from torch import Tensor
 
 from ..data.gmm import GaussianMixture
 from ..schedules import DiscreteSchedule
-from .distribution import _partial_sq_dist_chunks
+from .distribution import _features as _vectors
+from .distribution import _partial_sq_dist_chunks, _same_dim
 
 if TYPE_CHECKING:  # the objectives import diffusers, which these metrics do not otherwise need
     from ..objectives import Objective
@@ -25,25 +26,6 @@ __all__ = ["excess_denoising_error", "mmd", "nll", "sliced_wasserstein", "vector
 
 _F64 = torch.float64
 _CHUNK_ELEMENTS = 1 << 22  # float64 entries of one intermediate block: 32 MiB
-
-
-def _vectors(x: Tensor, name: str, min_rows: int = 1) -> Tensor:
-    """Check that ``x`` is a finite (n, D) matrix with at least ``min_rows`` rows; return it as float64 on the CPU."""
-    x = torch.as_tensor(x)
-    if x.ndim != 2 or x.shape[1] < 1:
-        raise ValueError(f"{name} must be a 2-D (n, D) tensor, got shape {tuple(x.shape)}")
-    if x.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows, got {x.shape[0]}")
-    x = x.detach().to("cpu", _F64)
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return x
-
-
-def _same_dim(x: Tensor, y: Tensor) -> None:
-    """Raise unless both sets have the same dimension."""
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"dimensions differ: {x.shape[1]} and {y.shape[1]}")
 
 
 def nll(samples: Tensor, gmm: GaussianMixture) -> float:

@@ -60,6 +60,19 @@ class TrainingDiverged(RunError):
     exit_code = 3
 
 
+def load_config_dataset(config: Config) -> DatasetBundle:
+    """The data set and split a config names (the trainer and evaluation must see the same)."""
+    return load_dataset(
+        config.data.dataset,
+        seed=config.seed,
+        heldout_fraction=config.data.heldout_fraction,
+        captions=config.model.conditioning == "text",
+        on_bad_file=config.data.on_bad_file,
+        n_samples=config.data.n_samples,
+        dim=config.data.dim,
+    )
+
+
 def build_pacing(config: Config) -> Pacing | None:
     """The pacing rule the config names (None for the uniform baseline).
 
@@ -183,15 +196,7 @@ class Trainer:
         # path or model option must not cost an --overwrite'd run its files.
         self._check_folder(resume, overwrite)
 
-        self.data: DatasetBundle = load_dataset(
-            config.data.dataset,
-            seed=config.seed,
-            heldout_fraction=config.data.heldout_fraction,
-            captions=config.model.conditioning == "text",
-            on_bad_file=config.data.on_bad_file,
-            n_samples=config.data.n_samples,
-            dim=config.data.dim,
-        )
+        self.data: DatasetBundle = load_config_dataset(config)
         if self.data.skipped:
             names = ", ".join(self.data.skipped[:3]) + (
                 f" and {len(self.data.skipped) - 3} more" if len(self.data.skipped) > 3 else ""
