@@ -50,6 +50,7 @@ def _results(out: Path) -> dict:
     return results
 
 
+@pytest.mark.timeout(900)  # three small grids: ~40 s on an idle 2-core machine, minutes under load
 def test_smoke_grid_writes_both_reports_and_survives_a_kill(tmp_path):
     clean = tmp_path / "clean"
     proc = _compare(clean)
