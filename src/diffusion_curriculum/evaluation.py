@@ -54,7 +54,7 @@ class _Extractor:
             from .metrics.inception import load_inception
 
             self.inception = load_inception(inception_weights, device=device)
-            digest = _file_digest(Path(inception_weights))
+            digest = ckpt.sha256_file(Path(inception_weights))
             self.identity = f"inception-{digest[:16]}"
         elif dataset in EVALUATOR_DATASETS:
             self.classifier = load_evaluator(dataset)
@@ -74,14 +74,6 @@ class _Extractor:
             return inception_features(self.inception, images).float(), None
         feats, logits = self.classifier.features_and_logits(images)
         return feats, logits
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _reference_features(config: Config, data: DatasetBundle, extractor: _Extractor) -> torch.Tensor:

@@ -30,6 +30,7 @@ __all__ = [
     "load_rank_state",
     "load_state",
     "prune",
+    "sha256_file",
     "verify",
 ]
 
@@ -48,7 +49,8 @@ def checkpoint_dir(root: Path, step: int) -> Path:
     return root / f"{_PREFIX}{step:08d}"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -96,7 +98,7 @@ def publish(root: Path, step: int, world_size: int) -> Path:
     manifest = {
         "step": step,
         "world_size": world_size,
-        "files": {name: _sha256(staging / name) for name in names},
+        "files": {name: sha256_file(staging / name) for name in names},
     }
     with (staging / MANIFEST).open("w") as f:
         json.dump(manifest, f, indent=1)
@@ -129,7 +131,7 @@ def verify(path: Path) -> dict[str, Any]:
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"{path}: {name} is missing")
-        if _sha256(file) != digest:
+        if sha256_file(file) != digest:
             raise CheckpointError(f"{path}: {name} fails its SHA-256 check (truncated or corrupt)")
     return manifest
 
