@@ -40,7 +40,8 @@ class CurriculumSampler:
 
     Orders: ``easy_to_hard`` (the method: stage 1 is the noisiest cluster only, each stage adds
     the next harder one), ``hard_to_easy`` (anti-curriculum), ``random`` (a fixed order drawn
-    from ``seed``, identical on every rank) and ``none`` (uniform over everything from step 0).
+    from ``seed``, identical on every rank) and ``none`` (uniform over everything from step 0);
+    or an explicit order, a permutation of the cluster indices (e.g. one measured by the study).
     Stages are cumulative; with ``cumulative=False`` stage k trains on the k-th cluster of the
     order alone, and a final extra stage unlocks everything. The final stage stays for good.
 
@@ -53,18 +54,23 @@ class CurriculumSampler:
         self,
         clusters: Sequence[tuple[float, float]],
         pacing: Pacing | None = None,
-        order: str = "easy_to_hard",
+        order: str | Sequence[int] = "easy_to_hard",
         seed: int = 0,
         *,
         cumulative: bool = True,
         density: ContinuousNoise | None = None,
         rank: int | None = None,
     ) -> None:
-        if order not in ORDERS:
-            raise ValueError(f"unknown order {order!r}; choose from {ORDERS}")
+        self.clusters: list[tuple[Any, Any]] = [tuple(c) for c in clusters]
+        if isinstance(order, str):
+            if order not in ORDERS:
+                raise ValueError(f"unknown order {order!r}; choose from {ORDERS} or give a permutation of the clusters")
+        else:
+            order = [int(i) for i in order]
+            if sorted(order) != list(range(len(self.clusters))):
+                raise ValueError(f"an explicit order must be a permutation of 0..{len(self.clusters) - 1}, got {order}")
         if pacing is None and order != "none":
             raise ValueError(f"order {order!r} needs a pacing rule (e.g. AdaptivePacing)")
-        self.clusters: list[tuple[Any, Any]] = [tuple(c) for c in clusters]
         self.density = density
         if density is None:
             self.T: int | None = validate_discrete_clusters(self.clusters)
@@ -107,7 +113,7 @@ class CurriculumSampler:
         schedule: DiscreteSchedule | ContinuousNoise,
         n_clusters: int = 20,
         pacing: Pacing | None = None,
-        order: str = "easy_to_hard",
+        order: str | Sequence[int] = "easy_to_hard",
         seed: int = 0,
         *,
         method: str | None = None,
@@ -123,6 +129,8 @@ class CurriculumSampler:
 
     def _cluster_order(self) -> list[int]:
         n = self.n_clusters
+        if not isinstance(self.order, str):
+            return list(self.order)
         if self.order == "easy_to_hard":
             return list(range(n - 1, -1, -1))
         if self.order == "hard_to_easy":

@@ -5,7 +5,6 @@ runs and resumes unfinished ones from their last checkpoint."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import platform
 import shutil
@@ -19,6 +18,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from ..pool import imap_jobs
 from ..training import checkpoint as ckpt
 from ..training.config import ConfigError
 from .grid import GridConfig, RunSpec, load_grid
@@ -141,22 +141,14 @@ def run_grid(
     done_before = {s.name for s in specs if (out / "runs" / s.name / DONE).is_file()}
     bar = tqdm(total=len(specs), initial=len(done_before), desc=f"grid {grid.name}", unit="run")
     bar.write(f"{len(specs)} runs ({len(done_before)} already done), {n_workers} worker(s) x {threads} thread(s)")
-    if n_workers == 1:
-        results = map(_run_one_star, jobs)
-    else:
-        pool = multiprocessing.get_context("spawn").Pool(n_workers)
-        results = pool.imap_unordered(_run_one_star, jobs)
     try:
-        for record in results:
+        for record in imap_jobs(_run_one_star, jobs, n_workers):
             records[record["name"]] = record
             if record["name"] not in done_before:
                 bar.update(1)
                 bar.write(f"done {record['name']} ({record['wall_s']:.0f} s)")
     finally:
         bar.close()
-        if n_workers > 1:
-            pool.close()
-            pool.join()
     meta = {
         "name": grid.name,
         "primary_metric": metric,

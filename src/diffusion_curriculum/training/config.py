@@ -75,6 +75,7 @@ class CurriculumConfig:
     steps_per_stage: int | None = field(default=None, metadata=_min(1))
     pacing_steps: int | None = field(default=None, metadata=_min(1))
     cumulative: bool = True
+    only_cluster: int | None = field(default=None, metadata=_min(0))
 
 
 @dataclass
@@ -140,6 +141,11 @@ class Config:
             raise ConfigError(
                 f"curriculum.clusters: {self.curriculum.clusters} clusters exceed the "
                 f"{self.objective.timesteps} timesteps"
+            )
+        if self.curriculum.only_cluster is not None and self.curriculum.only_cluster >= self.curriculum.clusters:
+            raise ConfigError(
+                f"curriculum.only_cluster: {self.curriculum.only_cluster} is not a cluster index "
+                f"(0..{self.curriculum.clusters - 1})"
             )
         if self.curriculum.pacing == "fixed" and self.curriculum.steps_per_stage is None:
             raise ConfigError("curriculum.steps_per_stage: required when curriculum.pacing is 'fixed'")

@@ -107,14 +107,21 @@ def build_sampler(config: Config, objective: Objective, rank: int) -> Curriculum
     """Cluster the objective's noise space and wrap it in the curriculum sampler."""
     cur = config.curriculum
     method = None if objective.name in ("edm", "flow") else cur.clustering
+    order, pacing, cumulative = cur.order, build_pacing(config), cur.cumulative
+    if cur.only_cluster is not None:
+        # The study's per-interval runs: stage 1 of a non-cumulative order that starts with this
+        # cluster, and a pacing whose first stage outlasts the run.
+        k = cur.only_cluster
+        order = [k, *(i for i in range(cur.clusters) if i != k)]
+        pacing, cumulative = FixedPacing(config.train.max_steps + 1), False
     return CurriculumSampler.from_schedule(
         objective.noise_space(),
         cur.clusters,
-        build_pacing(config),
-        cur.order,
+        pacing,
+        order,
         config.seed,
         method=method,
-        cumulative=cur.cumulative,
+        cumulative=cumulative,
         rank=rank,
     )
 

@@ -1,0 +1,260 @@
+"""How fast the denoising loss of each timestep interval converges (the paper's first observation).
+
+For each of K intervals (clusters of the core, uniform by default) a fresh model is trained on that
+interval alone, with the same data, model, seed and budget as every other interval; its loss curve
+gives the steps to converge, and its final model a held-out denoising measure. Jobs (interval, seed)
+are independent runs of the ordinary trainer (``curriculum.only_cluster``), resumable and run in
+parallel worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..pool import imap_jobs
+from ..training import checkpoint as ckpt
+from ..training.config import Config, ConfigError
+
+__all__ = ["ConvergenceRule", "convergence_step", "run_convergence_study", "smooth"]
+
+DONE = "done.json"
+
+
+@dataclass(frozen=True)
+class ConvergenceRule:
+    """When a loss curve counts as converged.
+
+    The curve is smoothed by a centred moving average of ``window`` logged points (None: 2% of the
+    curve, at least 1). Its plateau is the mean raw loss over the last ``plateau_fraction`` of the
+    curve, its drop ``|first raw loss - plateau|``. The convergence step is the first logged step at
+    which the smoothed loss lies within ``tolerance`` x drop of the plateau: with the default 0.05,
+    the step by which 95% of the run's total improvement was made.
+    """
+
+    tolerance: float = 0.05
+    window: int | None = None
+    plateau_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tolerance < 1.0:
+            raise ValueError(f"tolerance must lie in (0, 1), got {self.tolerance}")
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window must be a positive number of logged points, got {self.window}")
+        if not 0.0 < self.plateau_fraction <= 1.0:
+            raise ValueError(f"plateau_fraction must lie in (0, 1], got {self.plateau_fraction}")
+
+    def window_for(self, n: int) -> int:
+        """The smoothing window used for a curve of n points."""
+        return self.window if self.window is not None else max(1, round(0.02 * n))
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over ``window`` points; the window shrinks symmetrically at the ends,
+    so the result has no lag (an EMA would delay every convergence step by its time constant)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    half = (int(window) - 1) // 2
+    csum = np.concatenate([[0.0], np.cumsum(values)])
+    idx = np.arange(n)
+    radius = np.minimum(half, np.minimum(idx, n - 1 - idx))
+    return (csum[idx + radius + 1] - csum[idx - radius]) / (2 * radius + 1)
+
+
+def convergence_step(steps: np.ndarray, losses: np.ndarray, rule: ConvergenceRule | None = None) -> dict[str, float]:
+    """Apply ``rule`` to one loss curve: its convergence step, plateau, drop and first loss."""
+    rule = rule or ConvergenceRule()
+    steps, losses = np.asarray(steps), np.asarray(losses, dtype=np.float64)
+    if steps.shape != losses.shape or steps.size == 0:
+        raise ValueError(f"need equally long, non-empty steps and losses, got {steps.shape} and {losses.shape}")
+    if not np.isfinite(losses).all():
+        raise ValueError("the loss curve holds NaN or inf values")
+    n_tail = max(1, math.ceil(rule.plateau_fraction * losses.size))
+    plateau = float(losses[-n_tail:].mean())
+    drop = abs(float(losses[0]) - plateau)
+    smoothed = smooth(losses, rule.window_for(losses.size))
+    within = np.abs(smoothed - plateau) <= rule.tolerance * drop
+    first = int(np.argmax(within)) if within.any() else losses.size - 1
+    return {"converged_step": int(steps[first]), "plateau": plateau, "drop": drop, "first_loss": float(losses[0])}
+
+
+# ----- one job: train on one interval, measure, mark done -----------------------------------------
+def _job_dir(out: Path, interval: int, seed: int) -> Path:
+    return out / "runs" / f"interval{interval:02d}_seed{seed}"
+
+
+def _read_curve(run_dir: Path) -> tuple[list[int], list[float]]:
+    steps, losses = [], []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["loss"] is not None:
+            steps.append(int(record["step"]))
+            losses.append(float(record["loss"]))
+    return steps, losses
+
+
+def _heldout_measure(run_dir: Path, config: Config, interval: tuple) -> tuple[str, float]:
+    """The final (EMA) model's denoising quality on its interval: the excess error over the analytic
+    denoiser for mixture data, else the unweighted held-out loss."""
+    from ..evaluation import heldout_cluster_losses
+    from ..inference import load_run
+    from ..metrics.synthetic import excess_denoising_error
+    from ..training.trainer import load_config_dataset
+
+    model, objective, meta = load_run(run_dir)
+    data = load_config_dataset(config)
+    if data.gmm is not None and config.model.conditioning == "none":
+        g = torch.Generator().manual_seed(config.seed)
+        value = excess_denoising_error(model, objective, data.gmm, [interval], n_per_cluster=4096, generator=g)[0]
+        return "excess_error", value
+    value = heldout_cluster_losses(model, objective, data, meta, [interval], torch.device("cpu"), seed=config.seed)[0]
+    return "heldout_loss", value
+
+
+def train_interval(config_dict: dict[str, Any], interval: int, seed: int, out: str, threads: int) -> dict[str, Any]:
+    """Train, measure and mark done one (interval, seed) job; resumable at every point. A worker's job."""
+    from ..training.trainer import build_objective, build_sampler, train
+
+    torch.set_num_threads(threads)
+    run_dir = _job_dir(Path(out), interval, seed)
+    done = run_dir / DONE
+    if done.is_file():
+        return json.loads(done.read_text())
+    config = _job_config(config_dict, interval, seed, run_dir)
+    start = time.perf_counter()
+    if ckpt.list_checkpoints(run_dir / "checkpoints"):
+        train(config, resume="latest", progress=False)
+    else:  # never started, or killed before its first checkpoint: nothing to keep
+        train(config, overwrite=run_dir.exists(), progress=False)
+    cluster = build_sampler(config, build_objective(config), rank=0).clusters[interval]
+    measure, value = _heldout_measure(run_dir, config, cluster)
+    steps, losses = _read_curve(run_dir)
+    record = {
+        "interval": interval,
+        "seed": seed,
+        "range": list(cluster),
+        "steps": steps,
+        "loss": losses,
+        "measure": measure,
+        "heldout": value,
+        "wall_s": round(time.perf_counter() - start, 2),
+    }
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, done)
+    ckpt.prune(run_dir / "checkpoints", keep=1)
+    return record
+
+
+def _train_interval_star(job: tuple) -> dict[str, Any]:
+    return train_interval(*job)
+
+
+def _job_config(config_dict: dict[str, Any], interval: int, seed: int, run_dir: Path) -> Config:
+    from ..training.config import load_config
+
+    overrides = {
+        "seed": seed,
+        "out": str(run_dir),
+        "name": run_dir.name,
+        "curriculum.only_cluster": interval,
+        "train.sample_every": None,
+    }
+    return load_config(overrides=_flatten(config_dict) | overrides)
+
+
+def _flatten(config_dict: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in config_dict.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+# ----- the study ------------------------------------------------------------------------------
+def _prepare_out(out: Path, study: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to mix two different studies in one folder; ``overwrite`` starts afresh."""
+    saved = out / "study.yaml"
+    text = yaml.safe_dump(study, sort_keys=True)
+    if saved.is_file() and saved.read_text() != text:
+        if not overwrite:
+            raise ConfigError(f"{out} holds a different study; pass --overwrite to replace it or choose another --out")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(text)
+
+
+def run_convergence_study(
+    config: Config,
+    out: str | Path,
+    *,
+    seeds: list[int],
+    rule: ConvergenceRule | None = None,
+    workers: int = 1,
+    threads: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train every (interval, seed) job of ``config`` (K = ``curriculum.clusters`` intervals of
+    its clustering), apply ``rule`` and write study.jsonl, the figures and study.md under ``out``.
+
+    ``threads`` per job is fixed (not derived from ``workers``) so that the numbers do not depend on
+    how many workers ran them. A restarted study skips finished jobs and resumes the others.
+    Returns the per-(interval, seed) records.
+    """
+    from ..training.trainer import build_objective, build_sampler
+    from .report import write_convergence_outputs
+
+    rule = rule or ConvergenceRule()
+    out = Path(out)
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed")
+    base = config.to_dict()
+    base.pop("out")
+    study = {"kind": "convergence", "config": base, "seeds": list(seeds)}
+    clusters = build_sampler(config, build_objective(config), rank=0).clusters
+    K = len(clusters)
+    for k in range(K):  # every job's config must validate before any training starts
+        _job_config(base, k, seeds[0], _job_dir(out, k, seeds[0]))
+    _prepare_out(out, study, overwrite)
+    jobs = [(base, k, s, str(out), threads) for s in seeds for k in range(K)]
+    done_before = sum(_job_dir(out, k, s).joinpath(DONE).is_file() for _, k, s, _, _ in jobs)
+    start = time.perf_counter()
+    records = []
+    with tqdm(total=len(jobs), initial=done_before, desc="study convergence", unit="run", disable=not progress) as bar:
+        for record in imap_jobs(_train_interval_star, jobs, workers):
+            records.append(record)
+            bar.update(1)
+    records.sort(key=lambda r: (r["seed"], r["interval"]))
+    meta = {
+        "kind": "meta",
+        "study": "convergence",
+        "rule": asdict(rule),
+        "intervals": K,
+        "clustering": config.curriculum.clustering if config.objective.name in ("eps", "v", "x0") else "quantile",
+        "objective": config.objective.name,
+        "dataset": config.data.dataset,
+        "model": f"{config.model.arch}-{config.model.preset}",
+        "max_steps": config.train.max_steps,
+        "batch_size": config.train.batch_size,
+        "seeds": list(seeds),
+        "workers": workers,
+        "threads_per_job": threads,
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    write_convergence_outputs(out, meta, records, rule)
+    return records
