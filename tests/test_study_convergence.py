@@ -59,7 +59,8 @@ def test_a_rising_curve_converges_too():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"tolerance": 0.0}, {"tolerance": 1.0}, {"window": 0}, {"plateau_fraction": 0.0}, {"plateau_fraction": 2}]
+    "kwargs",
+    [{"tolerance": 0.0}, {"tolerance": 1.0}, {"window": 0}, {"plateau_fraction": 0.0}, {"plateau_fraction": 2}],
 )
 def test_bad_rules_are_refused(kwargs):
     with pytest.raises(ValueError):
@@ -106,7 +107,12 @@ def test_explicit_orders_must_be_permutations():
 @pytest.mark.parametrize("objective", ["eps", "edm"])
 def test_only_cluster_trains_on_that_interval_for_the_whole_budget(objective):
     config = load_config(
-        overrides={"curriculum.clusters": 5, "curriculum.only_cluster": 3, "train.max_steps": 50, "objective.name": objective}
+        overrides={
+            "curriculum.clusters": 5,
+            "curriculum.only_cluster": 3,
+            "train.max_steps": 50,
+            "objective.name": objective,
+        }
     )
     sampler = build_sampler(config, build_objective(config), rank=0)
     lo, hi = sampler.clusters[3]
@@ -118,7 +124,7 @@ def test_only_cluster_trains_on_that_interval_for_the_whole_budget(objective):
 
 
 def test_only_cluster_must_name_a_cluster():
-    with pytest.raises(ConfigError, match="curriculum.only_cluster"):
+    with pytest.raises(ConfigError, match=r"curriculum\.only_cluster"):
         load_config(overrides={"curriculum.clusters": 4, "curriculum.only_cluster": 4})
 
 

@@ -79,6 +79,12 @@ def test_singular_data_covariance_gives_infinite_kl_at_t1_only():
     assert math.isinf(float(kl[0])) and torch.isfinite(kl[1:]).all()
 
 
+def _log_q(x: torch.Tensor, x0: torch.Tensor, a: float) -> torch.Tensor:
+    """log N(x; sqrt(a) x0, (1 - a) I), written out."""
+    var = 1 - a
+    return (-0.5 * (x - math.sqrt(a) * x0) ** 2 / var - 0.5 * math.log(2 * math.pi * var)).sum(1)
+
+
 def test_conditional_kl_matches_direct_monte_carlo():
     g = torch.Generator().manual_seed(1)
     x0 = torch.randn(64, 3, generator=g, dtype=F64) * 0.7 + 0.3
@@ -89,11 +95,7 @@ def test_conditional_kl_matches_direct_monte_carlo():
         idx = torch.randint(64, (400_000,), generator=g)
         x = math.sqrt(ap) * x0[idx] + math.sqrt(1 - ap) * torch.randn(400_000, 3, generator=g, dtype=F64)
 
-        def log_q(a: float) -> torch.Tensor:
-            var = 1 - a
-            return (-0.5 * (x - math.sqrt(a) * x0[idx]) ** 2 / var - 0.5 * math.log(2 * math.pi * var)).sum(1)
-
-        ratio = log_q(ap) - log_q(ac)
+        ratio = _log_q(x, x0[idx], ap) - _log_q(x, x0[idx], ac)
         se = float(ratio.std()) / math.sqrt(ratio.numel())
         assert abs(float(ratio.mean()) - float(closed[t - 1])) <= 4 * se, t
 
