@@ -95,6 +95,9 @@ class TrainConfig:
     keep_checkpoints: int = field(default=2, metadata=_min(1))
     max_bad_steps: int = field(default=20, metadata=_min(1))
     dist_timeout_s: float = field(default=300.0, metadata=_min(0.0, strict=True))
+    channels_last: bool = False
+    fused_adamw: bool = False
+    compile: bool = False
 
 
 @dataclass

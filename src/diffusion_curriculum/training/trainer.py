@@ -144,6 +144,9 @@ def cache_dir() -> Path:
 
 
 def _resolve_precision(precision: str) -> str:
+    if torch.cuda.is_available():  # TF32 matmuls and convolutions for what still runs in fp32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if precision != "auto":
         return precision
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
@@ -232,10 +235,20 @@ class Trainer:
             text_dim=self.text_encoder.hidden_size if self.text_encoder is not None else 0,
         )
         model = build_model(self.spec).to(self.device)
+        if config.train.channels_last and self.train_x.ndim == 4:
+            model = model.to(memory_format=torch.channels_last)
+            self.train_x = self.train_x.contiguous(memory_format=torch.channels_last)
+        if config.train.compile:
+            model.inner.compile()  # in place: parameter names, checkpoints and saved models stay as they are
         self.objective = build_objective(config)
         self.weighting: Weighting = make_weighting(config.objective.weighting, **config.objective.weighting_params)
         self.sampler = build_sampler(config, self.objective, self.rank)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=config.train.lr,
+            weight_decay=config.train.weight_decay,
+            fused=True if config.train.fused_adamw else None,
+        )
         # Stepped by hand once per optimizer step: Accelerate's wrapper would step it once per process.
         self.lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.train.warmup_steps)
         self.model, self.optimizer = acc.prepare(model, optimizer)
