@@ -137,7 +137,7 @@ def _study(out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def _numbers(out: Path) -> list[dict]:
     rows = [json.loads(line) for line in (out / "study.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("wall_s", "workers")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("wall_s", "runs_wall_s", "workers")} for r in rows]
 
 
 def test_study_convergence_end_to_end_with_and_without_workers(tmp_path):

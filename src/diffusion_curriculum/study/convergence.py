@@ -255,6 +255,7 @@ def run_convergence_study(
         "workers": workers,
         "threads_per_job": threads,
         "wall_s": round(time.perf_counter() - start, 1),
+        "runs_wall_s": round(sum(r["wall_s"] for r in records), 1),
     }
     write_convergence_outputs(out, meta, records, rule)
     return records

@@ -52,6 +52,12 @@ def _span(interval: list) -> str:
     return f"[{a}, {b})" if isinstance(a, int) else f"[{a:.3g}, {b:.3g}]"
 
 
+_MEASURE_LABELS = {
+    "excess_error": "excess error over the analytic denoiser (held out)",
+    "heldout_loss": "held-out loss",
+}
+
+
 # ----- convergence ------------------------------------------------------------------------------
 def write_convergence_outputs(
     out: Path, meta: dict[str, Any], records: list[dict[str, Any]], rule: ConvergenceRule
@@ -172,15 +178,15 @@ def _convergence_markdown(path: Path, meta: dict[str, Any], summary: list[dict],
         "",
         f"Data `{meta['dataset']}`, model `{meta['model']}`, objective `{meta['objective']}`, "
         f"{meta['intervals']} {meta['clustering']} intervals, {meta['max_steps']} steps at batch "
-        f"{meta['batch_size']} per interval, seeds {meta['seeds']}; wall time {meta['wall_s']:.0f} s.",
+        f"{meta['batch_size']} per interval, seeds {meta['seeds']}; wall time {meta['wall_s']:.0f} s (this "
+        f"invocation, {meta['workers']} worker(s)); the runs took {meta['runs_wall_s']:.0f} s in all "
+        "(their own wall times summed, including any earlier invocation).",
         "",
         f"Rule: centred moving average over {rule.window or '2% of the'} logged points; plateau = mean loss over "
         f"the last {rule.plateau_fraction:.0%} of the run; converged at the first step where the smoothed loss is "
         f"within {rule.tolerance:.0%} of the total drop from the plateau.",
         "",
-        "| interval | range | steps to converge | final loss | "
-        + summary[0]["measure"].replace("_", " ")
-        + " (held out) |",
+        f"| interval | range | steps to converge | final loss | {_MEASURE_LABELS[summary[0]['measure']]} |",
         "|---|---|---|---|---|",
     ]
     for s in summary:
