@@ -7,7 +7,8 @@ over the images, ``torch.randint`` timesteps, ``DDPMScheduler.add_noise``, ``F.m
 epsilon prediction, ``accelerator.backward``, gradient clipping at 1.0, AdamW, LR scheduler, EMA as
 with ``--use_ema``, ``loss.detach().item()`` for its log line), with the same model, batch, optimizer
 settings and precision. The contenders are timed in turn, ``--steps`` steps each, for ``--reps``
-rounds in one process, so that a slow phase of a shared machine hits them all; medians are reported.
+rounds in one process (each round in a rotated order), so that a slow phase of a shared machine hits
+them all; medians are reported.
 
 It also measures the machine's fp32 matrix-multiply rate (a large ``torch.mm``), counts each model's
 FLOPs per training step (forward + backward) with ``torch.utils.flop_counter`` and reports the
@@ -48,7 +49,7 @@ from diffusion_curriculum.training.trainer import Trainer
 VARIANTS = {  # our trainer's performance options, by name
     "default": {},
     "channels_last": {"train.channels_last": True},
-    "fused_adamw": {"train.fused_adamw": True},
+    "for_loop_adamw": {"train.fused_adamw": False},
     "compile": {"train.compile": True},
 }
 
@@ -61,10 +62,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10, help="timed steps per contender per round")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per contender before the rounds")
     p.add_argument("--reps", type=int, default=3, help="rounds")
-    p.add_argument("--variants", default="default,channels_last,fused_adamw", help=f"of {', '.join(VARIANTS)}")
+    p.add_argument("--variants", default="default,for_loop_adamw,channels_last", help=f"of {', '.join(VARIANTS)}")
     p.add_argument("--sample-n", type=int, default=64, help="images per DDIM sampling timing (0: skip)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     return p.parse_args(argv)
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def _sync(device: torch.device) -> None:
@@ -220,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rate = matmul_rate(device)
     print(f"device {device}, {torch.get_num_threads()} threads; fp32 matmul {rate / 1e9:.1f} GFLOP/s")
     results: dict[str, Any] = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "matmul_gflops": rate / 1e9,
@@ -238,9 +248,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for _ in range(args.warmup):
                     step()
             times: dict[str, list[float]] = {name: [] for name in contenders}
-            for _ in range(args.reps):
-                for name, step in contenders.items():
-                    times[name].append(_time(step, args.steps, device))
+            names = list(contenders)
+            for r in range(args.reps):  # each round in a rotated order: no contender always runs first or last
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    times[name].append(_time(contenders[name], args.steps, device))
             ips = {name: args.steps * args.batch_size / statistics.median(t) for name, t in times.items()}
             flops = step_flops(trainers[variants[0]])
             row: dict[str, Any] = {

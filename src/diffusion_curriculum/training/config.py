@@ -96,7 +96,7 @@ class TrainConfig:
     max_bad_steps: int = field(default=20, metadata=_min(1))
     dist_timeout_s: float = field(default=300.0, metadata=_min(0.0, strict=True))
     channels_last: bool = False
-    fused_adamw: bool = False
+    fused_adamw: bool = True
     compile: bool = False
 
 

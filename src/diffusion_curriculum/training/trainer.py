@@ -252,7 +252,7 @@ class Trainer:
         # Stepped by hand once per optimizer step: Accelerate's wrapper would step it once per process.
         self.lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.train.warmup_steps)
         self.model, self.optimizer = acc.prepare(model, optimizer)
-        self.ema = EMAModel(self._unwrapped.parameters(), decay=config.train.ema_decay)
+        self.ema = EMAModel(self._unwrapped.parameters(), decay=config.train.ema_decay, foreach=True)
         self.ema.to(self.device)
 
         # One generator per purpose and rank, so each stream is reproducible and resumable.
