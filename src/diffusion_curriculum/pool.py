@@ -7,13 +7,17 @@ process group; with one worker the jobs run in this process, which keeps traceba
 from __future__ import annotations
 
 import ctypes
+import json
 import multiprocessing
+import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["imap_jobs"]
+__all__ = ["claim_folder", "imap_jobs", "mark_done"]
 
 
 def imap_jobs(func: Callable[[tuple], Any], jobs: Sequence[tuple], workers: int) -> Iterator[Any]:
@@ -31,6 +35,28 @@ def imap_jobs(func: Callable[[tuple], Any], jobs: Sequence[tuple], workers: int)
     finally:
         pool.close()
         pool.join()
+
+
+def claim_folder(out: Path, spec_file: str, text: str, what: str, overwrite: bool) -> None:
+    """Make ``out`` the folder of the job set described by ``text`` (kept as ``out/spec_file``).
+
+    A folder that holds a different set is refused (a ValueError naming ``what``) unless
+    ``overwrite``, which empties it first; the same set is left as it is, so a restart resumes it.
+    """
+    saved = out / spec_file
+    if saved.is_file() and saved.read_text() != text and not overwrite:
+        raise ValueError(f"{out} holds a different {what}; pass --overwrite to replace it or choose another --out")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(text)
+
+
+def mark_done(path: Path, record: dict[str, Any]) -> None:
+    """Write a finished job's record as JSON, atomically: a restart skips the job only if this file is whole."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
 
 
 def _die_with_parent() -> None:

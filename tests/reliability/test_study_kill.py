@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ._run import cli_env, kill, run, start, wait_until
 
-STUDY_ARGS = ["--dataset", "gmm", "--model", "mlp-tiny", "--intervals", "3", "--max-steps", "1500", "--seeds", "0"]
+STUDY_ARGS = ["--dataset", "gmm", "--model", "mlp-tiny", "--intervals", "2", "--max-steps", "1000", "--seeds", "0"]
 STUDY_ARGS += ["--set", "train.checkpoint_every=100", "--workers", "2"]
 
 
@@ -51,7 +51,7 @@ def test_killed_study_leaves_no_workers_and_resumes_to_the_same_numbers(tmp_path
     workers = _children(proc.pid)
     assert workers, "the study should run its jobs in worker processes"
     kill(proc)
-    deadline = time.monotonic() + 3  # well inside the job each worker was running (~10 s)
+    deadline = time.monotonic() + 3  # well inside the job each worker was running (~6 s)
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     alive = [w for w in workers if _alive(w)]

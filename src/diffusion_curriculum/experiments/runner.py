@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from datetime import datetime, timezone
@@ -18,9 +17,8 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..pool import imap_jobs
+from ..pool import claim_folder, imap_jobs, mark_done
 from ..training import checkpoint as ckpt
-from ..training.config import ConfigError
 from .grid import GridConfig, RunSpec, load_grid
 
 __all__ = ["run_grid"]
@@ -71,7 +69,7 @@ def _primary_metric(grid: GridConfig) -> tuple[str, bool]:
 def run_one(grid_file: str, spec_name: str, out: str, threads: int, quiet: bool = True) -> dict[str, Any]:
     """Train, evaluate and mark one run done; resumable at every point. Runs in a worker process."""
     from ..evaluation import EvalSettings, evaluate_run
-    from ..training.trainer import train
+    from ..training.trainer import train_or_resume
 
     torch.set_num_threads(threads)
     grid = load_grid(grid_file)
@@ -82,10 +80,7 @@ def run_one(grid_file: str, spec_name: str, out: str, threads: int, quiet: bool 
         return json.loads(done.read_text())
     config = grid.run_config(spec, run_dir)
     start = time.perf_counter()
-    if ckpt.list_checkpoints(run_dir / "checkpoints"):
-        train(config, resume="latest", progress=not quiet)
-    else:  # never started, or killed before its first checkpoint: nothing to keep
-        train(config, overwrite=run_dir.exists(), progress=not quiet)
+    train_or_resume(config, progress=not quiet)
     settings = EvalSettings(n=grid.eval_n, seed=0, steps=grid.eval_steps, solver=grid.eval_solver, progress=not quiet)
     evaluate_run(run_dir, all_checkpoints=True, settings=settings)
     record = {
@@ -97,9 +92,7 @@ def run_one(grid_file: str, spec_name: str, out: str, threads: int, quiet: bool 
         "status": "done",
         "wall_s": round(time.perf_counter() - start, 2),
     }
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, done)
+    mark_done(done, record)
     # The curve is in eval.jsonl now; keep only the newest checkpoint (enough to extend the run).
     ckpt.prune(run_dir / "checkpoints", keep=1)
     return record
@@ -109,25 +102,13 @@ def _run_one_star(args: tuple) -> dict[str, Any]:
     return run_one(*args)
 
 
-def _prepare_out(grid_file: Path, out: Path, overwrite: bool) -> None:
-    saved = out / "grid.yaml"
-    text = grid_file.read_text()
-    if saved.is_file() and saved.read_text() != text:
-        if not overwrite:
-            raise ConfigError(f"{out} holds a different grid; pass --overwrite to replace it or choose another --out")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(text)
-
-
 def run_grid(
     grid_file: str | Path, out: str | Path, *, workers: int | None = None, overwrite: bool = False, command: str = ""
 ) -> Path:
     """Run (or finish) every run of a grid and write OUT/report.md and OUT/report.html."""
     grid_file, out = Path(grid_file), Path(out)
     grid = load_grid(grid_file)
-    _prepare_out(grid_file, out, overwrite)
+    claim_folder(out, "grid.yaml", grid_file.read_text(), "grid", overwrite)
     specs: list[RunSpec] = grid.runs()
     for spec in specs:  # validate every run's config before any training starts
         grid.run_config(spec, out / "runs" / spec.name)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..pool import imap_jobs
+from ..pool import claim_folder, imap_jobs, mark_done
 from ..training import checkpoint as ckpt
 from ..training.config import Config, ConfigError
 
@@ -124,7 +122,7 @@ def _heldout_measure(run_dir: Path, config: Config, interval: tuple) -> tuple[st
 
 def train_interval(config_dict: dict[str, Any], interval: int, seed: int, out: str, threads: int) -> dict[str, Any]:
     """Train, measure and mark done one (interval, seed) job; resumable at every point. A worker's job."""
-    from ..training.trainer import build_objective, build_sampler, train
+    from ..training.trainer import build_objective, build_sampler, train_or_resume
 
     torch.set_num_threads(threads)
     run_dir = _job_dir(Path(out), interval, seed)
@@ -133,10 +131,7 @@ def train_interval(config_dict: dict[str, Any], interval: int, seed: int, out: s
         return json.loads(done.read_text())
     config = _job_config(config_dict, interval, seed, run_dir)
     start = time.perf_counter()
-    if ckpt.list_checkpoints(run_dir / "checkpoints"):
-        train(config, resume="latest", progress=False)
-    else:  # never started, or killed before its first checkpoint: nothing to keep
-        train(config, overwrite=run_dir.exists(), progress=False)
+    train_or_resume(config)
     cluster = build_sampler(config, build_objective(config), rank=0).clusters[interval]
     measure, value = _heldout_measure(run_dir, config, cluster)
     steps, losses = _read_curve(run_dir)
@@ -150,9 +145,7 @@ def train_interval(config_dict: dict[str, Any], interval: int, seed: int, out: s
         "heldout": value,
         "wall_s": round(time.perf_counter() - start, 2),
     }
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, done)
+    mark_done(done, record)
     ckpt.prune(run_dir / "checkpoints", keep=1)
     return record
 
@@ -162,7 +155,7 @@ def _train_interval_star(job: tuple) -> dict[str, Any]:
 
 
 def _job_config(config_dict: dict[str, Any], interval: int, seed: int, run_dir: Path) -> Config:
-    from ..training.config import load_config
+    from ..training.config import dotted_overrides, load_config
 
     overrides = {
         "seed": seed,
@@ -171,31 +164,13 @@ def _job_config(config_dict: dict[str, Any], interval: int, seed: int, run_dir: 
         "curriculum.only_cluster": interval,
         "train.sample_every": None,
     }
-    return load_config(overrides=_flatten(config_dict) | overrides)
-
-
-def _flatten(config_dict: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in config_dict.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
+    return load_config(overrides=dotted_overrides(config_dict) | overrides)
 
 
 # ----- the study ------------------------------------------------------------------------------
 def _prepare_out(out: Path, study: dict[str, Any], overwrite: bool) -> None:
     """Refuse to mix two different studies in one folder; ``overwrite`` starts afresh."""
-    saved = out / "study.yaml"
-    text = yaml.safe_dump(study, sort_keys=True)
-    if saved.is_file() and saved.read_text() != text:
-        if not overwrite:
-            raise ConfigError(f"{out} holds a different study; pass --overwrite to replace it or choose another --out")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(text)
+    claim_folder(out, "study.yaml", yaml.safe_dump(study, sort_keys=True), "study", overwrite)
 
 
 def run_convergence_study(

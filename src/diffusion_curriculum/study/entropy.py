@@ -175,7 +175,7 @@ def run_entropy_study(
     ``samples`` (default 1,000,000) draws per t; other data ``empirical_mc`` with 2,000 by default.
     Both closed forms are evaluated at every t, the Monte Carlo ones at ``points`` log-spaced t.
     """
-    from ..training.config import ConfigError, load_config
+    from ..training.config import ConfigError, dotted_overrides, load_config
     from ..training.trainer import build_objective, load_config_dataset
     from .convergence import _prepare_out
     from .report import write_entropy_outputs
@@ -198,7 +198,7 @@ def run_entropy_study(
     records: list[dict[str, Any]] = []
     all_t = list(range(1, T + 1))
     for seed in seeds:
-        data = load_config_dataset(load_config(overrides={**_flat(base), "seed": seed}))
+        data = load_config_dataset(load_config(overrides={**dotted_overrides(base), "seed": seed}))
         x = data.train.flatten(1).to(_F64)
         n_items, dim = x.shape
         closed = {
@@ -239,13 +239,3 @@ def run_entropy_study(
 def _json_values(values: Tensor) -> list[float | None]:
     """Floats for JSON, with None for the infinite entries."""
     return [float(v) if math.isfinite(float(v)) else None for v in values]
-
-
-def _flat(tree: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Config", "ConfigError", "dump_config", "load_config", "parse_override"]
+__all__ = ["Config", "ConfigError", "dotted_overrides", "dump_config", "load_config", "parse_override"]
 
 
 class ConfigError(ValueError):
@@ -260,6 +260,17 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
             raise ConfigError(f"{key}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def dotted_overrides(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (``Config.to_dict()``) as the dotted-key overrides that :func:`load_config` takes."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key in _hints(Config) and dataclasses.is_dataclass(_hints(Config)[key]):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

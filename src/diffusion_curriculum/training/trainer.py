@@ -743,3 +743,11 @@ def train(config: Config, *, resume: str | None = None, overwrite: bool = False,
     # No barrier on the way out: run() ends with one, and after a failure another would only wait
     # (up to train.dist_timeout_s) for a rank that may be dead or stuck.
     return trainer.run()
+
+
+def train_or_resume(config: Config, *, progress: bool = False) -> Path:
+    """Train ``config``'s run, resuming from its newest intact checkpoint if it has one: how a restarted
+    grid or study continues a killed job (a folder without a checkpoint has nothing to keep and starts afresh)."""
+    if ckpt.list_checkpoints(config.out_dir / "checkpoints"):
+        return train(config, resume="latest", progress=progress)
+    return train(config, overwrite=config.out_dir.exists(), progress=progress)
