@@ -177,3 +177,27 @@ def test_study_convergence_bad_input_exits_2(tmp_path):
         assert proc.returncode == 2, extra
         assert "Traceback" not in proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith("diffusion-curriculum")
+
+
+def test_a_study_saved_before_a_config_key_existed_still_resumes(tmp_path):
+    """study.yaml written without a key the package has since gained (its default) is the same study;
+    a changed value is not."""
+    import yaml
+
+    from diffusion_curriculum.study.convergence import _prepare_out
+
+    config = load_config(overrides={"data.dataset": "gmm"}).to_dict()
+    config.pop("out")
+    study = {"kind": "convergence", "config": config, "seeds": [0]}
+    _prepare_out(tmp_path, study, overwrite=False)
+    older = yaml.safe_load((tmp_path / "study.yaml").read_text())
+    del older["config"]["train"]["compile"]  # as written before train.compile existed
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(older, sort_keys=True))
+    _prepare_out(tmp_path, study, overwrite=False)  # accepted, and rewritten in today's form
+    assert yaml.safe_load((tmp_path / "study.yaml").read_text()) == study
+    changed = {**study, "config": {**config, "train": {**config["train"], "lr": 0.5}}}
+    with pytest.raises(ValueError, match="different study"):
+        _prepare_out(tmp_path, changed, overwrite=False)
+    (tmp_path / "study.yaml").write_text("{not: [valid")
+    with pytest.raises(ValueError, match="different study"):
+        _prepare_out(tmp_path, study, overwrite=False)

@@ -169,8 +169,28 @@ def _job_config(config_dict: dict[str, Any], interval: int, seed: int, run_dir: 
 
 # ----- the study ------------------------------------------------------------------------------
 def _prepare_out(out: Path, study: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to mix two different studies in one folder; ``overwrite`` starts afresh."""
-    claim_folder(out, "study.yaml", yaml.safe_dump(study, sort_keys=True), "study", overwrite)
+    """Refuse to mix two different studies in one folder; ``overwrite`` starts afresh.
+
+    The saved config is compared after today's defaults fill it in, so that a study started before
+    a config key was added to the package still resumes (the new key takes its default)."""
+    text = yaml.safe_dump(study, sort_keys=True)
+    saved = out / "study.yaml"
+    if saved.is_file() and not overwrite and saved.read_text() != text and _normalized(saved) == study:
+        saved.write_text(text)
+    claim_folder(out, "study.yaml", text, "study", overwrite)
+
+
+def _normalized(saved: Path) -> dict[str, Any] | None:
+    """A saved study description with its config completed by the current defaults; None if unreadable."""
+    from ..training.config import dotted_overrides, load_config
+
+    try:
+        study = yaml.safe_load(saved.read_text())
+        config = load_config(overrides=dotted_overrides(study["config"])).to_dict()
+    except (ValueError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    config.pop("out")
+    return {**study, "config": config}
 
 
 def run_convergence_study(
