@@ -237,19 +237,7 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
 
 
 def _study_config(args: argparse.Namespace, flags: dict[str, str]):
-    from .training.config import load_config, parse_override
-
-    overrides: dict[str, Any] = {}
-    for attr, key in flags.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            overrides[key] = value
-    if getattr(args, "model", None) is not None:
-        overrides.update(_model_flag(args.model))
-    for text in args.set:
-        key, value = parse_override(text)
-        overrides[key] = value
-    config = load_config(args.config, overrides)
+    config = _resolve_config(args, flags)
     out = args.out or Path("runs") / f"study_{args.study}_{Path(config.data.dataset).name}"
     return config, out
 
@@ -302,15 +290,16 @@ _FLAG_KEYS = {
 }
 
 
-def _resolve_config(args: argparse.Namespace):
+def _resolve_config(args: argparse.Namespace, flags: dict[str, str] | None = None):
+    """The config from --config, the flags (``flags`` maps argument names to config keys) and --set."""
     from .training.config import load_config, parse_override
 
     overrides: dict[str, Any] = {}
-    for attr, key in _FLAG_KEYS.items():
+    for attr, key in (_FLAG_KEYS if flags is None else flags).items():
         value = getattr(args, attr)
         if value is not None:
             overrides[key] = value
-    if args.model is not None:
+    if getattr(args, "model", None) is not None:
         overrides.update(_model_flag(args.model))
     for text in args.set:
         key, value = parse_override(text)
