@@ -72,6 +72,11 @@ class _Extractor:
             from .metrics.inception import inception_features
 
             return inception_features(self.inception, images).float(), None
+        size = self.classifier.model.image_size
+        if images.dim() == 4 and images.shape[-1] < size and size % images.shape[-1] == 0:
+            # Downsampled data (data.downsample): pixel replication back to the evaluator's size, so
+            # every k x k block is constant, the same for generated and reference images.
+            images = torch.nn.functional.interpolate(images, scale_factor=size // images.shape[-1], mode="nearest")
         feats, logits = self.classifier.features_and_logits(images)
         return feats, logits
 
@@ -80,7 +85,14 @@ def _reference_features(config: Config, data: DatasetBundle, extractor: _Extract
     """Features of the training split, cached under a key of data set, split and extractor."""
     key = hashlib.sha256(
         json.dumps(
-            [config.data.dataset, config.seed, config.data.heldout_fraction, "train", extractor.identity]
+            [
+                config.data.dataset,
+                config.seed,
+                config.data.heldout_fraction,
+                "train",
+                extractor.identity,
+                *([f"downsample={config.data.downsample}"] if config.data.downsample != 1 else []),
+            ]
         ).encode()
     ).hexdigest()[:32]
     folder = cache_dir() / "reference"

@@ -40,6 +40,7 @@ class DataConfig:
     n_samples: int | None = field(default=None, metadata=_min(1))
     dim: int | None = field(default=None, metadata=_min(1))
     vae: str | None = None
+    downsample: int = field(default=1, metadata=_min(1))
 
 
 @dataclass

@@ -70,6 +70,7 @@ def load_config_dataset(config: Config) -> DatasetBundle:
         on_bad_file=config.data.on_bad_file,
         n_samples=config.data.n_samples,
         dim=config.data.dim,
+        downsample=config.data.downsample,
     )
 
 
