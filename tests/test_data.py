@@ -51,6 +51,23 @@ def test_mnist5k_shapes_ranges_labels():
     assert b.n_classes == 10 and set(b.heldout_labels.tolist()) == set(range(10))
 
 
+def test_downsample_averages_blocks_and_keeps_the_split():
+    full, small = load_dataset("mnist5k"), load_dataset("mnist5k", downsample=2)
+    assert small.shape == (1, 14, 14) and small.train.shape[0] == full.train.shape[0]
+    assert torch.equal(small.train_labels, full.train_labels)
+    x = full.train[:3].double()  # brute force: the mean of each 2x2 block
+    expected = torch.empty(3, 14, 14, dtype=torch.float64)
+    for i in range(14):
+        for j in range(14):
+            expected[:, i, j] = x[:, 0, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean(dim=(1, 2))
+    torch.testing.assert_close(small.train[:3, 0].double(), expected, atol=1e-6, rtol=0)
+    assert small.train.min() >= -1.0 and small.train.max() <= 1.0
+    with pytest.raises(DataError, match="downsample 3 must divide the image size, got 8x8"):
+        load_dataset("digits", downsample=3)
+    with pytest.raises(DataError, match="downsample applies to images"):
+        load_dataset("gmm", downsample=2)
+
+
 def test_split_is_seeded_disjoint_and_complete():
     train, held = split_indices(10, 0.3, seed=0)
     assert held.tolist() == [4, 1, 7] and train.tolist() == [

@@ -55,6 +55,20 @@ def test_fid_orders_real_blurred_noise(dataset):
     assert fid["noise"] > 5 * fid["real"]
 
 
+def test_downsampled_images_are_scored_pixel_replicated_with_their_own_reference():
+    from diffusion_curriculum.evaluation import _Extractor, _reference_features
+    from diffusion_curriculum.training.config import load_config
+
+    small = load_dataset("digits", downsample=2)
+    extractor = _Extractor("digits", None, torch.device("cpu"))
+    replicated = small.heldout.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)  # 4x4 -> 8x8
+    expected = load_evaluator("digits").features(replicated)
+    torch.testing.assert_close(extractor(small.heldout)[0], expected)
+    full_ref = _reference_features(load_config(), load_dataset("digits"), extractor)
+    small_ref = _reference_features(load_config(overrides={"data.downsample": 2}), small, extractor)
+    assert full_ref.shape == small_ref.shape and not torch.allclose(full_ref, small_ref)  # not the cached one
+
+
 def test_evaluate_final_model_writes_jsonl_and_plot(tmp_path):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--out", str(run)]) == 0
