@@ -218,6 +218,20 @@ def test_write_report_end_to_end(tmp_path):
     assert doc.count("<img ") == doc.count('<img src="data:image/png;base64,') >= 8
 
 
+def test_per_cluster_ratio_table_at_the_last_step(tmp_path):
+    _fabricate(tmp_path, FID)
+    base = [0.5 / (c + 1) / 4 * 1.5 for c in range(4)]  # the baseline's last-step losses in _fabricate
+    factors = [2.0, 8.0, 0.5, 0.5]
+    for seed in (0, 1):
+        path = tmp_path / "runs" / f"easy_to_hard-none-s{seed}" / "eval.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        records[-1]["heldout_cluster_loss"] = [b * f for b, f in zip(base, factors, strict=True)]
+        _write_jsonl(path, records)
+    text = write_report(tmp_path)[0].read_text()
+    total = sum(b * f for b, f in zip(base, factors, strict=True)) / sum(base)  # 2.8 / 2.0833 = 1.344
+    assert f"| easy_to_hard | 400 | 4 | 0.5 | {total:.4g} |" in text  # sqrt(2 * 8), sqrt(0.5 * 0.5)
+
+
 def test_report_with_a_missing_run_and_a_nonfinite_evaluation(tmp_path):
     fid = {**FID, ("hard_to_easy", 0): [120.0, 90.0, 60.0, 40.0], ("hard_to_easy", 1): [130.0, 95.0, 70.0, 45.0]}
     _fabricate(tmp_path, fid, status={"easy_to_hard-none-s1": "failed"}, nonfinite=("none-none-s1", 400))

@@ -461,10 +461,8 @@ def _plot_clusters(grid: Grid, key: str, path: Path) -> bool:
     return True
 
 
-def _plot_ratio(grid: Grid, key: str, path: Path) -> bool:
-    """Heat map of each method's per-cluster value divided by its baseline's at the same step (log2)."""
-    from matplotlib.ticker import MaxNLocator
-
+def _against_baseline(grid: Grid, key: str) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per (weighting, method) but the baseline: common steps, its and the baseline's seed means (steps x clusters)."""
     panels = []
     for w, m, runs in grid.groups():
         base = grid.group(w, BASELINE)
@@ -477,8 +475,42 @@ def _plot_ratio(grid: Grid, key: str, path: Path) -> bool:
         if len(steps):
             a = mine[1][np.isin(mine[0], steps)]
             b = theirs[1][np.isin(theirs[0], steps)]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                panels.append((w, m, steps, np.log2(a / b)))
+            panels.append((w, m, steps, a, b))
+    return panels
+
+
+def _ratio_table(grid: Grid, key: str) -> Table | None:
+    """The last common step's ratio to the baseline in numbers: low-noise half, high-noise half, all clusters."""
+    rows = []
+    for w, m, steps, a, b in _against_baseline(grid, key):
+        mine, theirs = a[-1], b[-1]
+        half = len(mine) // 2
+        pair = np.stack([mine, theirs])
+        if half == 0 or not (np.isfinite(pair).all() and (pair > 0).all()):
+            continue  # ratios and their logs need positive values
+        log_ratio = np.log(mine / theirs)
+        cells = [np.exp(log_ratio[:half].mean()), np.exp(log_ratio[half:].mean()), mine.sum() / theirs.sum()]
+        rows.append([grid.label(w, m), str(int(steps[-1])), *(_num(float(c)) for c in cells)])
+    if not rows:
+        return None
+    return Table(
+        [
+            "method",
+            "step",
+            "low-noise half (geometric mean of ratios)",
+            "high-noise half (geometric mean of ratios)",
+            "all clusters (ratio of sums)",
+        ],
+        rows,
+    )
+
+
+def _plot_ratio(grid: Grid, key: str, path: Path) -> bool:
+    """Heat map of each method's per-cluster value divided by its baseline's at the same step (log2)."""
+    from matplotlib.ticker import MaxNLocator
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        panels = [(w, m, steps, np.log2(a / b)) for w, m, steps, a, b in _against_baseline(grid, key)]
     if not panels:
         return False
     finite_vals = np.concatenate([p[3][np.isfinite(p[3])] for p in panels])
@@ -1079,6 +1111,16 @@ def _document(grid: Grid, figures: Path) -> list[Block]:
                             "red = higher.",
                         )
                     )
+                    table = _ratio_table(grid, key)
+                    if table is not None:
+                        blocks += [
+                            Para(
+                                f"{what[0].upper() + what[1:]} at the last evaluated step, method ÷ baseline (seed means; below 1: lower "
+                                "than the baseline). Halves split the clusters into the less noisy and the noisier "
+                                "half; the sum over all clusters is dominated by the least noisy ones."
+                            ),
+                            table,
+                        ]
         if not drawn:
             blocks.append(Para("No per-cluster values were recorded."))
     blocks.append(Heading(2, "Samples"))
