@@ -1115,9 +1115,10 @@ def _document(grid: Grid, figures: Path) -> list[Block]:
                     if table is not None:
                         blocks += [
                             Para(
-                                f"{what[0].upper() + what[1:]} at the last evaluated step, method ÷ baseline (seed means; below 1: lower "
-                                "than the baseline). Halves split the clusters into the less noisy and the noisier "
-                                "half; the sum over all clusters is dominated by the least noisy ones."
+                                f"{what[0].upper() + what[1:]} at the last evaluated step, method ÷ baseline "
+                                "(seed means; below 1: lower than the baseline). Halves split the clusters into "
+                                "the less noisy and the noisier half; the sum over all clusters is dominated by the "
+                                "least noisy ones."
                             ),
                             table,
                         ]
