@@ -16,12 +16,9 @@ from typing import Any
 
 from . import __version__
 from .clustering import CLUSTER_METHODS
+from .errors import UserError
 
 SCHEDULES = ("linear", "cosine", "scaled_linear")
-
-
-class UsageError(Exception):
-    """A problem with the user's input: reported in one line, exit code 2."""
 
 
 def _positive_int(text: str) -> int:
@@ -313,7 +310,7 @@ def _model_flag(text: str) -> dict[str, str]:
     if len(parts) == 1 and parts[0] in presets:
         return {"model.preset": parts[0]}
     if parts[0] not in archs or len(parts) > 2 or (len(parts) == 2 and parts[1] not in presets):
-        raise UsageError(f"--model {text!r}: expected ARCH[-PRESET] with ARCH in {archs}, PRESET in {presets}")
+        raise UserError(f"--model {text!r}: expected ARCH[-PRESET] with ARCH in {archs}, PRESET in {presets}")
     out = {"model.arch": parts[0]}
     if len(parts) == 2:
         out["model.preset"] = parts[1]
@@ -422,7 +419,7 @@ def _cmd_clusters(args: argparse.Namespace) -> None:
 
     schedule = getattr(DiscreteSchedule, args.schedule)(T=args.timesteps)
     if args.n_clusters > schedule.T:
-        raise UsageError(f"--n-clusters {args.n_clusters} exceeds --timesteps {schedule.T}")
+        raise UserError(f"--n-clusters {args.n_clusters} exceeds --timesteps {schedule.T}")
     found = cluster_timesteps(schedule, args.n_clusters, args.method)
     rows = [
         {
@@ -449,7 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (UsageError, ValueError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:
+        # User errors, and a path the user named that does not exist, are one line; anything else
+        # (an internal ValueError included) is a bug and keeps its traceback (exit 1).
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         print(f"diffusion-curriculum: error: {message}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)  # 2 for user errors; 3 for a run stopped by a diverged loss

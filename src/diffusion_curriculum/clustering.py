@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .errors import UserError
 from .schedules import ContinuousNoise, DiscreteSchedule
 
 __all__ = [
@@ -39,7 +40,7 @@ def cluster_timesteps(schedule: DiscreteSchedule, n_clusters: int, method: str =
     if not isinstance(n_clusters, int) or isinstance(n_clusters, bool):
         raise TypeError(f"n_clusters must be an int, got {type(n_clusters).__name__}")
     if n_clusters < 1 or n_clusters > T:
-        raise ValueError(f"n_clusters must be between 1 and T={T}, got {n_clusters}")
+        raise UserError(f"n_clusters must be between 1 and T={T}, got {n_clusters}")
     if method == "uniform":
         edges = [(i * T) // n_clusters for i in range(n_clusters + 1)]
     elif method == "snr":
@@ -47,7 +48,7 @@ def cluster_timesteps(schedule: DiscreteSchedule, n_clusters: int, method: str =
     elif method == "log_snr":
         edges = _log_snr_edges(schedule.log_snr, n_clusters)
     else:
-        raise ValueError(f"unknown clustering method {method!r}; choose from {CLUSTER_METHODS}")
+        raise UserError(f"unknown clustering method {method!r}; choose from {CLUSTER_METHODS}")
     return [(edges[i], edges[i + 1]) for i in range(n_clusters)]
 
 
@@ -81,7 +82,7 @@ def _snr_cost_matrix(snr: Tensor) -> Tensor:
 
 def _snr_dp_edges(snr: Tensor, n: int) -> list[int]:
     if not torch.isfinite(snr).all():
-        raise ValueError(
+        raise UserError(
             "the 'snr' clustering needs finite SNR at every timestep; this schedule has "
             "alphas_cumprod of exactly 1 (SNR=inf) somewhere, use 'uniform' or 'log_snr'"
         )
@@ -104,7 +105,7 @@ def _log_snr_edges(log_snr: Tensor, n: int) -> list[int]:
     T = log_snr.numel()
     finite = log_snr[torch.isfinite(log_snr)]
     if finite.numel() == 0:
-        raise ValueError("the 'log_snr' clustering needs at least one finite log-SNR")
+        raise UserError("the 'log_snr' clustering needs at least one finite log-SNR")
     top, bottom = finite.max(), finite.min()
     levels = top - (top - bottom) * torch.arange(1, n, dtype=torch.float64) / n
     # log-SNR is non-increasing, so the count of timesteps at or above a level is an edge.
@@ -119,19 +120,19 @@ def _log_snr_edges(log_snr: Tensor, n: int) -> list[int]:
 def validate_discrete_clusters(clusters: Sequence[tuple[int, int]], T: int | None = None) -> int:
     """Check that ``clusters`` are non-empty half-open intervals tiling 0..T-1 in order; return T."""
     if len(clusters) == 0:
-        raise ValueError("clusters must not be empty")
+        raise UserError("clusters must not be empty")
     prev = 0
     for i, (start, stop) in enumerate(clusters):
         if int(start) != start or int(stop) != stop:
-            raise ValueError(f"cluster {i} has non-integer bounds {(start, stop)}")
+            raise UserError(f"cluster {i} has non-integer bounds {(start, stop)}")
         if start != prev or stop <= start:
-            raise ValueError(
+            raise UserError(
                 f"clusters must tile 0..T-1 in ascending order without gaps; cluster {i} is "
                 f"{(start, stop)} after a cluster ending at {prev}"
             )
         prev = stop
     if T is not None and prev != T:
-        raise ValueError(f"clusters end at {prev}, but the schedule has T={T}")
+        raise UserError(f"clusters end at {prev}, but the schedule has T={T}")
     return int(prev)
 
 
@@ -144,12 +145,12 @@ def cluster_noise_levels(
     so every stage adds the same share of training draws. Sorted by noise ascending.
     """
     if not isinstance(n_clusters, int) or isinstance(n_clusters, bool) or n_clusters < 1:
-        raise ValueError(f"n_clusters must be a positive integer, got {n_clusters!r}")
+        raise UserError(f"n_clusters must be a positive integer, got {n_clusters!r}")
     if method != "quantile":
-        raise ValueError(f"unknown noise-level clustering method {method!r}; choose 'quantile'")
+        raise UserError(f"unknown noise-level clustering method {method!r}; choose 'quantile'")
     u = torch.arange(n_clusters + 1, dtype=torch.float64) / n_clusters
     edges = density.icdf(u).tolist()
     edges[0], edges[-1] = float(density.lo), float(density.hi)
     if any(b <= a for a, b in itertools.pairwise(edges)):
-        raise ValueError(f"{n_clusters} clusters are too many for this density: some quantiles coincide")
+        raise UserError(f"{n_clusters} clusters are too many for this density: some quantiles coincide")
     return [(edges[i], edges[i + 1]) for i in range(n_clusters)]

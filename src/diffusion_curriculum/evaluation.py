@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import HELDOUT_TEMPLATES, DatasetBundle, caption_for
+from .errors import UserError
 from .generation import default_solver, generate
 from .inference import load_run
 from .training import checkpoint as ckpt
@@ -62,7 +63,7 @@ class _Extractor:
         else:
             from .metrics.inception import INCEPTION_HELP
 
-            raise ValueError(
+            raise UserError(
                 f"no shipped feature extractor for data set {dataset!r} (only {', '.join(EVALUATOR_DATASETS)}): "
                 + INCEPTION_HELP
             )

@@ -19,6 +19,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler, Heun
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .errors import UserError
 from .objectives import DDPMObjective, EDMObjective, FlowObjective, Objective
 
 __all__ = ["SOLVERS", "generate", "karras_sigmas"]
@@ -160,13 +161,13 @@ def generate(
     A module model is switched to eval mode for the call and restored afterwards.
     """
     if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose from {SOLVERS}")
+        raise UserError(f"unknown solver {solver!r}; choose from {SOLVERS}")
     if steps < 1 or n < 1:
-        raise ValueError(f"steps and n must be >= 1, got steps={steps}, n={n}")
+        raise UserError(f"steps and n must be >= 1, got steps={steps}, n={n}")
     if guidance_scale != 1.0 and uncond is None:
-        raise ValueError("guidance_scale != 1 needs an uncond (the unconditional model input)")
+        raise UserError("guidance_scale != 1 needs an uncond (the unconditional model input)")
     if not isinstance(objective, DDPMObjective) and solver not in _ODE_SOLVERS:
-        raise ValueError(f"solver {solver!r} does not apply to {objective.name!r}; choose from {_ODE_SOLVERS}")
+        raise UserError(f"solver {solver!r} does not apply to {objective.name!r}; choose from {_ODE_SOLVERS}")
     if device is None:
         param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
         device = torch.device("cpu") if param is None else param.device

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import UserError
 from .generation import default_solver, generate
 from .models import Denoiser, ModelSpec, build_model
 from .objectives import Objective, make_objective
@@ -60,22 +61,22 @@ def _conditions(
     kind = meta["conditioning"]
     if kind == "none":
         if label is not None or prompt is not None:
-            raise ValueError("this model is unconditional: --label and --prompt do not apply")
+            raise UserError("this model is unconditional: --label and --prompt do not apply")
         return None, None
     if kind == "class":
         if prompt is not None:
-            raise ValueError("this model is class-conditional: use --label, not --prompt")
+            raise UserError("this model is class-conditional: use --label, not --prompt")
         n_classes = meta["null_index"]
         if label is not None and not 0 <= label < n_classes:
-            raise ValueError(f"--label {label}: this model knows labels 0..{n_classes - 1}")
+            raise UserError(f"--label {label}: this model knows labels 0..{n_classes - 1}")
         labels = (torch.full((n,), label, dtype=torch.long) if label is not None else torch.arange(n) % n_classes).to(
             device
         )
         return {"class_labels": labels}, {"class_labels": torch.full_like(labels, n_classes)}
     if label is not None:
-        raise ValueError("this model is text-conditional: use --prompt, not --label")
+        raise UserError("this model is text-conditional: use --prompt, not --label")
     if prompt is None:
-        raise ValueError("this model is text-conditional: give --prompt")
+        raise UserError("this model is text-conditional: give --prompt")
     from .data.text import TextEncoder
 
     encoder = TextEncoder(meta["text_encoder"])
@@ -107,9 +108,9 @@ def sample_to_file(
     """Sample a run and write a PNG grid (images) or an .npz of the raw samples."""
     out = Path(out)
     if out.suffix not in (".png", ".npz"):
-        raise ValueError(f"--out {out}: expected a .png or .npz file name")
+        raise UserError(f"--out {out}: expected a .png or .npz file name")
     if out.suffix == ".png" and out.exists():
-        raise ValueError(f"--out {out} exists; choose another name")
+        raise UserError(f"--out {out} exists; choose another name")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, objective, meta = load_run(run, checkpoint)
     model.to(device)
@@ -140,5 +141,5 @@ def sample_to_file(
     elif samples.dim() == 4:
         save_image_grid(samples, out)
     else:
-        raise ValueError("vector samples have no image grid: write them with an .npz --out")
+        raise UserError("vector samples have no image grid: write them with an .npz --out")
     return out

@@ -22,6 +22,8 @@ from diffusers.models.embeddings import LabelEmbedding, TimestepEmbedding, Times
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .errors import UserError
+
 __all__ = [
     "ARCHITECTURES",
     "CONDITIONINGS",
@@ -83,24 +85,24 @@ class ModelSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_shape", tuple(int(s) for s in self.data_shape))
         if self.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHITECTURES}")
+            raise UserError(f"unknown arch {self.arch!r}; expected one of {ARCHITECTURES}")
         if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; expected one of {PRESETS}")
+            raise UserError(f"unknown preset {self.preset!r}; expected one of {PRESETS}")
         if self.conditioning not in CONDITIONINGS:
-            raise ValueError(f"unknown conditioning {self.conditioning!r}; expected one of {CONDITIONINGS}")
+            raise UserError(f"unknown conditioning {self.conditioning!r}; expected one of {CONDITIONINGS}")
         if len(self.data_shape) not in (1, 3) or min(self.data_shape) < 1:
-            raise ValueError(f"data_shape must be (C, H, W) or (D,) of positive sizes, got {self.data_shape}")
+            raise UserError(f"data_shape must be (C, H, W) or (D,) of positive sizes, got {self.data_shape}")
         is_image = len(self.data_shape) == 3
         if self.arch in ("unet", "dit") and not is_image:
-            raise ValueError(f"{self.arch} needs image data (C, H, W), got data_shape {self.data_shape}")
+            raise UserError(f"{self.arch} needs image data (C, H, W), got data_shape {self.data_shape}")
         if self.arch == "mlp" and is_image:
-            raise ValueError(f"mlp needs vector data (D,), got data_shape {self.data_shape}")
+            raise UserError(f"mlp needs vector data (D,), got data_shape {self.data_shape}")
         if self.conditioning == "text" and self.arch != "unet":
-            raise ValueError(f"text conditioning needs arch 'unet' (UNet2DConditionModel), not {self.arch!r}")
+            raise UserError(f"text conditioning needs arch 'unet' (UNet2DConditionModel), not {self.arch!r}")
         if self.conditioning == "class" and self.n_classes < 1:
-            raise ValueError(f"class conditioning needs n_classes >= 1, got {self.n_classes}")
+            raise UserError(f"class conditioning needs n_classes >= 1, got {self.n_classes}")
         if self.conditioning == "text" and self.text_dim < 1:
-            raise ValueError(f"text conditioning needs text_dim >= 1, got {self.text_dim}")
+            raise UserError(f"text conditioning needs text_dim >= 1, got {self.text_dim}")
 
     @property
     def null_class(self) -> int:
@@ -170,7 +172,7 @@ class Denoiser(nn.Module):
         if t.ndim == 0:
             t = t.expand(batch)
         if t.shape != (batch,):
-            raise ValueError(f"time_input must have shape ({batch},) or (), got {tuple(time_input.shape)}")
+            raise UserError(f"time_input must have shape ({batch},) or (), got {tuple(time_input.shape)}")
         cond = cond or {}
         spec = self.spec
         if spec.conditioning == "class":
@@ -243,7 +245,7 @@ def count_parameters(model: nn.Module) -> int:
 def _required(cond: dict[str, Tensor], key: str) -> Tensor:
     """Fetch a conditioning entry the model cannot run without."""
     if key not in cond:
-        raise ValueError(f"this denoiser needs cond[{key!r}]")
+        raise UserError(f"this denoiser needs cond[{key!r}]")
     return cond[key]
 
 
@@ -268,7 +270,7 @@ def _unet_levels(spec: ModelSpec) -> tuple[list[int], list[bool]]:
     while h % 2 == 0 and w % 2 == 0 and min(h, w) // 2 >= 2:
         h, w, halvings = h // 2, w // 2, halvings + 1
     if halvings < 1:
-        raise ValueError(f"unet needs H and W even and >= 4 to downsample once, got {spec.data_shape[1:]}")
+        raise UserError(f"unet needs H and W even and >= 4 to downsample once, got {spec.data_shape[1:]}")
     channels = list(_UNET_PRESETS[spec.preset]["channels"][: halvings + 1])
     n = len(channels)
     res = [min(spec.data_shape[1:]) // 2**i for i in range(n)]
@@ -330,10 +332,10 @@ def _build_dit(spec: ModelSpec) -> DiTTransformer2DModel:
     """
     c, h, w = spec.data_shape
     if h != w:
-        raise ValueError(f"dit needs square images, got {h}x{w}")
+        raise UserError(f"dit needs square images, got {h}x{w}")
     patch = next((q for q in _DIT_PATCHES if h % q == 0 and h // q <= _DIT_MAX_GRID), None)
     if patch is None:
-        raise ValueError(f"dit: no patch size in {_DIT_PATCHES} divides {h} into a grid of <= {_DIT_MAX_GRID}")
+        raise UserError(f"dit: no patch size in {_DIT_PATCHES} divides {h} into a grid of <= {_DIT_MAX_GRID}")
     n_classes = spec.n_classes if spec.conditioning == "class" else 0
     # With class_dropout_prob > 0 (diffusers' fixed 0.1) the label table has n_classes + 1 rows and row
     # n_classes is its CFG row: our NULL label. The internal random label dropout is switched off below.

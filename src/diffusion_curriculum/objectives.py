@@ -28,6 +28,7 @@ import torch
 from diffusers import DDPMScheduler
 from torch import Tensor
 
+from .errors import UserError
 from .schedules import ContinuousNoise, DiscreteSchedule, EDMNoise, FlowMatchingTime
 
 __all__ = ["OBJECTIVES", "DDPMObjective", "EDMObjective", "FlowObjective", "Objective", "make_objective"]
@@ -39,14 +40,14 @@ _PREDICTION_TYPES = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
 def _per_sample(values: Tensor, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """Shape per-sample ``values`` (B,) as (B, 1, ..., 1) on x's device (in x's dtype unless given)."""
     if values.ndim != 1 or values.shape[0] != x.shape[0]:
-        raise ValueError(f"levels must have shape ({x.shape[0]},), got {tuple(values.shape)}")
+        raise UserError(f"levels must have shape ({x.shape[0]},), got {tuple(values.shape)}")
     return values.to(device=x.device, dtype=dtype or x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
 
 
 def _levels(levels: Tensor) -> Tensor:
     """Check that ``levels`` is a 1-D tensor of per-sample noise levels and return it."""
     if not isinstance(levels, Tensor) or levels.ndim != 1:
-        raise ValueError(f"levels must be a 1-D tensor, got {getattr(levels, 'shape', type(levels))}")
+        raise UserError(f"levels must be a 1-D tensor, got {getattr(levels, 'shape', type(levels))}")
     return levels
 
 
@@ -114,7 +115,7 @@ class DDPMObjective(Objective):
         sigma_data: float = 0.5,
     ) -> None:
         if name not in _PREDICTION_TYPES:
-            raise ValueError(f"DDPMObjective predicts one of {tuple(_PREDICTION_TYPES)}, got {name!r}")
+            raise UserError(f"DDPMObjective predicts one of {tuple(_PREDICTION_TYPES)}, got {name!r}")
         self.name = self.target = name
         self.sigma_data = float(sigma_data)
         self.num_train_timesteps = int(num_train_timesteps)
@@ -127,7 +128,7 @@ class DDPMObjective(Objective):
                 clip_sample=False,
             )
         except NotImplementedError as exc:
-            raise ValueError(f"unknown beta_schedule {beta_schedule!r} for diffusers' DDPMScheduler") from exc
+            raise UserError(f"unknown beta_schedule {beta_schedule!r} for diffusers' DDPMScheduler") from exc
         self.schedule = DiscreteSchedule.from_alphas_cumprod(self.scheduler.alphas_cumprod)
 
     def noise_space(self) -> DiscreteSchedule:
@@ -196,7 +197,7 @@ class EDMObjective(Objective):
         p_std: float = 1.2,
     ) -> None:
         if not sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0, got {sigma_data!r}")
+            raise UserError(f"sigma_data must be > 0, got {sigma_data!r}")
         self.sigma_data = float(sigma_data)
         self.density = EDMNoise(float(sigma_min), float(sigma_max), float(p_mean), float(p_std))
 
@@ -337,4 +338,4 @@ def make_objective(
         return EDMObjective(sigma_data, sigma_min, sigma_max, p_mean, p_std)
     if name == "flow":
         return FlowObjective(sigma_data, flow_logit_mean, flow_logit_std)
-    raise ValueError(f"unknown objective {name!r}; choose from {OBJECTIVES}")
+    raise UserError(f"unknown objective {name!r}; choose from {OBJECTIVES}")

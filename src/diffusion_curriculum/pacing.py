@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from .errors import UserError
+
 __all__ = [
     "PACING_FUNCTIONS",
     "AdaptivePacing",
@@ -39,7 +41,7 @@ class Pacing(Protocol):
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise UserError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
@@ -52,7 +54,7 @@ class FixedPacing:
         else:
             self.steps_per_stage = tuple(_positive_int("steps_per_stage", s) for s in steps_per_stage)
             if not self.steps_per_stage:
-                raise ValueError("steps_per_stage must not be empty")
+                raise UserError("steps_per_stage must not be empty")
         self.steps_in_stage = 0
 
     def update(self, loss: float, stage: int, n_stages: int) -> bool:
@@ -96,9 +98,9 @@ class AdaptivePacing:
     ) -> None:
         self.patience = _positive_int("patience", patience)
         if not (isinstance(min_delta, int | float) and math.isfinite(min_delta) and min_delta >= 0):
-            raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+            raise UserError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
         if ema is not None and not (0.0 <= ema < 1.0):
-            raise ValueError(f"ema must be None or a decay in [0, 1), got {ema!r}")
+            raise UserError(f"ema must be None or a decay in [0, 1), got {ema!r}")
         if max_steps_per_stage is not None:
             _positive_int("max_steps_per_stage", max_steps_per_stage)
         self.min_delta = float(min_delta)
@@ -166,7 +168,7 @@ def pacing_fraction(kind: str, step: int, total_steps: int, start_fraction: floa
     All reach 1 at ``total_steps``.
     """
     if kind not in PACING_FUNCTIONS:
-        raise ValueError(f"unknown pacing function {kind!r}; choose from {PACING_FUNCTIONS}")
+        raise UserError(f"unknown pacing function {kind!r}; choose from {PACING_FUNCTIONS}")
     s = min(max(step, 0) / total_steps, 1.0)
     c0 = start_fraction
     if kind == "linear":
@@ -185,11 +187,11 @@ class FunctionPacing:
 
     def __init__(self, kind: str, total_steps: int, start_fraction: float | None = None) -> None:
         if kind not in PACING_FUNCTIONS:
-            raise ValueError(f"unknown pacing function {kind!r}; choose from {PACING_FUNCTIONS}")
+            raise UserError(f"unknown pacing function {kind!r}; choose from {PACING_FUNCTIONS}")
         self.kind = kind
         self.total_steps = _positive_int("total_steps", total_steps)
         if start_fraction is not None and not (0.0 < start_fraction <= 1.0):
-            raise ValueError(f"start_fraction must lie in (0, 1], got {start_fraction!r}")
+            raise UserError(f"start_fraction must lie in (0, 1], got {start_fraction!r}")
         self.start_fraction = start_fraction
         self.step = 0
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 __all__ = ["claim_folder", "imap_jobs", "mark_done"]
 
 
@@ -45,7 +47,7 @@ def claim_folder(out: Path, spec_file: str, text: str, what: str, overwrite: boo
     """
     saved = out / spec_file
     if saved.is_file() and saved.read_text() != text and not overwrite:
-        raise ValueError(f"{out} holds a different {what}; pass --overwrite to replace it or choose another --out")
+        raise UserError(f"{out} holds a different {what}; pass --overwrite to replace it or choose another --out")
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .clustering import cluster_noise_levels, cluster_timesteps, validate_discrete_clusters
+from .errors import UserError
 from .pacing import Pacing
 from .schedules import ContinuousNoise, DiscreteSchedule
 
@@ -64,13 +65,13 @@ class CurriculumSampler:
         self.clusters: list[tuple[Any, Any]] = [tuple(c) for c in clusters]
         if isinstance(order, str):
             if order not in ORDERS:
-                raise ValueError(f"unknown order {order!r}; choose from {ORDERS} or give a permutation of the clusters")
+                raise UserError(f"unknown order {order!r}; choose from {ORDERS} or give a permutation of the clusters")
         else:
             order = [int(i) for i in order]
             if sorted(order) != list(range(len(self.clusters))):
-                raise ValueError(f"an explicit order must be a permutation of 0..{len(self.clusters) - 1}, got {order}")
+                raise UserError(f"an explicit order must be a permutation of 0..{len(self.clusters) - 1}, got {order}")
         if pacing is None and order != "none":
-            raise ValueError(f"order {order!r} needs a pacing rule (e.g. AdaptivePacing)")
+            raise UserError(f"order {order!r} needs a pacing rule (e.g. AdaptivePacing)")
         self.density = density
         if density is None:
             self.T: int | None = validate_discrete_clusters(self.clusters)
@@ -255,7 +256,7 @@ class CurriculumSampler:
     def _record_cluster_losses(self, flat: Tensor, timesteps: Tensor) -> None:
         t = timesteps.detach().flatten().cpu()
         if t.numel() != flat.numel():
-            raise ValueError(f"observe got {flat.numel()} per-sample losses but {t.numel()} timesteps")
+            raise UserError(f"observe got {flat.numel()} per-sample losses but {t.numel()} timesteps")
         if self.T is not None:
             cluster = self._cluster_of_t[t.long()]
         else:
@@ -312,7 +313,7 @@ class CurriculumSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; refuses a state made for other clusters or order."""
         if state.get("format") != _STATE_FORMAT:
-            raise ValueError(f"unsupported sampler state format {state.get('format')!r}")
+            raise UserError(f"unsupported sampler state format {state.get('format')!r}")
         for key, mine in (
             ("clusters", [list(c) for c in self.clusters]),
             ("order", self.order),
@@ -320,9 +321,9 @@ class CurriculumSampler:
             ("cluster_order", self.cluster_order),
         ):
             if state[key] != mine:
-                raise ValueError(f"sampler state was saved with {key}={state[key]!r}, but this sampler has {mine!r}")
+                raise UserError(f"sampler state was saved with {key}={state[key]!r}, but this sampler has {mine!r}")
         if not 1 <= int(state["stage"]) <= self.n_stages:
-            raise ValueError(f"sampler state has stage {state['stage']} outside 1..{self.n_stages}")
+            raise UserError(f"sampler state has stage {state['stage']} outside 1..{self.n_stages}")
         self.stage = int(state["stage"])
         self.step = int(state["step"])
         self.transitions = [tuple(t) for t in state["transitions"]]
@@ -346,14 +347,14 @@ class CurriculumSampler:
 
 def _validate_continuous_clusters(clusters: Sequence[tuple[float, float]], density: ContinuousNoise) -> None:
     if len(clusters) == 0:
-        raise ValueError("clusters must not be empty")
+        raise UserError("clusters must not be empty")
     prev = density.lo
     for i, (a, b) in enumerate(clusters):
         if not (abs(a - prev) <= 1e-12 * max(1.0, abs(prev)) and b > a):
-            raise ValueError(
+            raise UserError(
                 f"continuous clusters must tile [{density.lo}, {density.hi}] in ascending order; "
                 f"cluster {i} is {(a, b)} after one ending at {prev}"
             )
         prev = b
     if abs(prev - density.hi) > 1e-12 * max(1.0, abs(density.hi)):
-        raise ValueError(f"clusters end at {prev}, but the density ends at {density.hi}")
+        raise UserError(f"clusters end at {prev}, but the density ends at {density.hi}")

@@ -15,6 +15,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from .errors import UserError
+
 __all__ = [
     "ContinuousNoise",
     "DiscreteSchedule",
@@ -36,11 +38,11 @@ class DiscreteSchedule:
     def __init__(self, alphas_cumprod: Tensor) -> None:
         ac = torch.as_tensor(alphas_cumprod).detach().to("cpu", _F64).flatten()
         if ac.numel() < 1:
-            raise ValueError("alphas_cumprod must hold at least one step")
+            raise UserError("alphas_cumprod must hold at least one step")
         if not torch.isfinite(ac).all() or (ac < 0).any() or (ac > 1).any():
-            raise ValueError("alphas_cumprod must be finite and lie in [0, 1]")
+            raise UserError("alphas_cumprod must be finite and lie in [0, 1]")
         if (ac[1:] > ac[:-1]).any():
-            raise ValueError("alphas_cumprod must be non-increasing in t (t=0 is the clean end)")
+            raise UserError("alphas_cumprod must be non-increasing in t (t=0 is the clean end)")
         self.alphas_cumprod: Tensor = ac
         self.T: int = ac.numel()
         with torch.no_grad():
@@ -57,7 +59,7 @@ class DiscreteSchedule:
         """Build from per-step betas: ``alphas_cumprod = cumprod(1 - betas)``."""
         betas = torch.as_tensor(betas, dtype=_F64)
         if (betas < 0).any() or (betas > 1).any():
-            raise ValueError("betas must lie in [0, 1]")
+            raise UserError("betas must lie in [0, 1]")
         return cls(torch.cumprod(1.0 - betas, dim=0))
 
     @classmethod
@@ -91,7 +93,7 @@ class DiscreteSchedule:
 
 def _check_T(T: int) -> None:
     if not isinstance(T, int) or T < 1:
-        raise ValueError(f"T must be a positive integer, got {T!r}")
+        raise UserError(f"T must be a positive integer, got {T!r}")
 
 
 class ContinuousNoise(Protocol):
@@ -134,9 +136,9 @@ class EDMNoise:
 
     def __post_init__(self) -> None:
         if not (0 < self.sigma_min < self.sigma_max) or not math.isfinite(self.sigma_max):
-            raise ValueError("EDMNoise needs 0 < sigma_min < sigma_max < inf")
+            raise UserError("EDMNoise needs 0 < sigma_min < sigma_max < inf")
         if self.p_std <= 0:
-            raise ValueError("EDMNoise needs p_std > 0")
+            raise UserError("EDMNoise needs p_std > 0")
 
     @property
     def lo(self) -> float:
@@ -188,9 +190,9 @@ class FlowMatchingTime:
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.lo < self.hi <= 1.0):
-            raise ValueError("FlowMatchingTime needs 0 <= lo < hi <= 1")
+            raise UserError("FlowMatchingTime needs 0 <= lo < hi <= 1")
         if self.logit_std is not None and self.logit_std <= 0:
-            raise ValueError("FlowMatchingTime needs logit_std > 0 (or None for uniform)")
+            raise UserError("FlowMatchingTime needs logit_std > 0 (or None for uniform)")
 
     def _raw_cdf(self, t: Tensor) -> Tensor:
         t = torch.as_tensor(t, dtype=_F64)

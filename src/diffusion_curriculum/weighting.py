@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .errors import UserError
+
 __all__ = [
     "P2",
     "TARGETS",
@@ -51,7 +53,7 @@ _SNR_MIN, _SNR_MAX = 1e-30, 1e30
 def _clamped_snr(snr: Tensor) -> Tensor:
     snr = torch.as_tensor(snr).to(torch.float64)
     if torch.isnan(snr).any() or (snr < 0).any():
-        raise ValueError("snr must be >= 0 and not NaN")
+        raise UserError("snr must be >= 0 and not NaN")
     return snr.clamp(_SNR_MIN, _SNR_MAX)
 
 
@@ -68,7 +70,7 @@ def target_factor(snr: Tensor, target: str, sigma_data: float = 0.5) -> Tensor:
         return 1.0 / sigma_data**2 + snr
     if target == "flow":
         return (1.0 + snr.sqrt()) ** 2
-    raise ValueError(f"unknown target {target!r}; choose from {TARGETS}")
+    raise UserError(f"unknown target {target!r}; choose from {TARGETS}")
 
 
 class Weighting:
@@ -106,7 +108,7 @@ class Unweighted(Weighting):
 
 def _positive(name: str, value: float) -> None:
     if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
+        raise UserError(f"{name} must be > 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ class P2(Weighting):
     def __post_init__(self) -> None:
         _positive("k", self.k)
         if self.gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {self.gamma!r}")
+            raise UserError(f"gamma must be >= 0, got {self.gamma!r}")
 
     def x0_weight(self, snr: Tensor, sigma_data: float) -> Tensor:
         return snr * (self.k + snr) ** -self.gamma
@@ -175,8 +177,8 @@ WEIGHTINGS: dict[str, type[Weighting]] = {
 def make_weighting(name: str, **params: Any) -> Weighting:
     """Build a weighting by name (``none``, ``min_snr``, ``soft_min_snr``, ``p2``, ``edm``)."""
     if name not in WEIGHTINGS:
-        raise ValueError(f"unknown weighting {name!r}; choose from {tuple(WEIGHTINGS)}")
+        raise UserError(f"unknown weighting {name!r}; choose from {tuple(WEIGHTINGS)}")
     try:
         return WEIGHTINGS[name](**params)
     except TypeError as exc:
-        raise ValueError(f"bad parameters for weighting {name!r}: {params}") from exc
+        raise UserError(f"bad parameters for weighting {name!r}: {params}") from exc

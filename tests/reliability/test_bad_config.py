@@ -153,6 +153,9 @@ def _out_of_range_ok(key: str) -> bool:
 FLAGS = ["--max-steps", "--batch-size", "--clusters", "--patience"]
 
 
+_PRESETS = ("tiny", "small", "base")  # valid values of --model alone
+
+
 @st.composite
 def flag_faults(draw: st.DrawFn) -> Fault:
     """Dedicated flags with zero, negative or non-numeric sizes, or a choice that does not exist."""
@@ -165,7 +168,8 @@ def flag_faults(draw: st.DrawFn) -> Fault:
         return Fault(["--seed", str(draw(st.integers(-1000, -1)))], "seed")
     flag = draw(st.sampled_from(["--objective", "--curriculum", "--pacing", "--weighting", "--model"]))
     return Fault(
-        [flag, draw(_LETTERS.filter(lambda v: v not in ("eps", "v", "x", "none", "unet", "dit", "mlp")))], flag
+        [flag, draw(_LETTERS.filter(lambda v: v not in ("eps", "v", "x", "none", "unet", "dit", "mlp", *_PRESETS)))],
+        flag,
     )
 
 

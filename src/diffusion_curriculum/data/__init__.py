@@ -4,10 +4,10 @@
 exact density, score and optimal denoiser; ``TextEncoder`` turns captions into token embeddings.
 """
 
+from ..errors import DataError
 from .builtin import BUILTIN_DATASETS, TOY2D_DATASETS
 from .bundle import DatasetBundle, split_indices
 from .captions import CAPTION_TEMPLATES, DIGIT_WORDS, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, caption_for
-from .errors import DataError
 from .files import IMAGE_EXTENSIONS
 from .gmm import GaussianMixture, default_gmm
 from .loading import load_dataset

@@ -24,6 +24,7 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .bundle import RawData
 from .captions import DIGIT_WORDS
 from .gmm import GaussianMixture, default_gmm
@@ -154,16 +155,16 @@ def load_builtin(name: str, seed: int, n_samples: int | None, dim: int | None) -
     """Load or generate the built-in dataset ``name`` (one of :data:`BUILTIN_DATASETS`)."""
     generated = name in _TOY or name == "gmm"
     if not generated and (n_samples is not None or dim is not None):
-        raise ValueError(f"n_samples and dim apply to the generated datasets (toy2d family, gmm), not {name!r}")
+        raise UserError(f"n_samples and dim apply to the generated datasets (toy2d family, gmm), not {name!r}")
     if name in _TOY and dim not in (None, 2):
-        raise ValueError(f"{name!r} is 2-D; dim={dim} applies to 'gmm' only")
+        raise UserError(f"{name!r} is 2-D; dim={dim} applies to 'gmm' only")
     if name == "digits":
         return _digits()
     if name == "mnist5k":
         return _mnist5k()
     n = 10_000 if n_samples is None else int(n_samples)
     if n < 2:
-        raise ValueError(f"n_samples must be >= 2, got {n}")
+        raise UserError(f"n_samples must be >= 2, got {n}")
     g = torch.Generator().manual_seed(int(seed))
     if name == "gmm":
         gmm = default_gmm(2 if dim is None else int(dim))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .errors import DataError
+from ..errors import DataError, UserError
 
 if TYPE_CHECKING:
     from .gmm import GaussianMixture
@@ -75,7 +75,7 @@ def split_indices(n: int, heldout_fraction: float, seed: int) -> tuple[Tensor, T
     on every run and machine (a CPU generator).
     """
     if not 0.0 < heldout_fraction < 1.0:
-        raise ValueError(f"heldout_fraction must lie in (0, 1), got {heldout_fraction}")
+        raise UserError(f"heldout_fraction must lie in (0, 1), got {heldout_fraction}")
     if n < 2:
         raise DataError(f"need at least 2 items to split into train and held-out, got {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+
 __all__ = [
     "CAPTION_TEMPLATES",
     "DIGIT_WORDS",
@@ -41,7 +43,7 @@ def caption_for(label: int, template: str) -> str:
     """The caption of digit ``label`` (0-9) in ``template`` (``{word}`` -> "seven", ``{digit}`` -> "7")."""
     label = int(label)
     if not 0 <= label < len(DIGIT_WORDS):
-        raise ValueError(f"digit label must lie in 0..9, got {label}")
+        raise UserError(f"digit label must lie in 0..9, got {label}")
     return template.format(word=DIGIT_WORDS[label], digit=label)
 
 

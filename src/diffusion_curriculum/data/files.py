@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import DataError, UserError
 from .bundle import RawData
-from .errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "load_array_file", "load_image_folder"]
 
@@ -47,7 +47,7 @@ def _is_gray(mode: str) -> bool:
 def _read_image(path: Path) -> tuple[np.ndarray, bool]:
     """Decode one image to uint8 (H, W) if grayscale or (H, W, 3), alpha composited onto white."""
     if path.stat().st_size == 0:
-        raise ValueError("zero bytes")
+        raise UserError("zero bytes")
     with Image.open(path) as img:
         img.load()
         gray = _is_gray(img.mode)

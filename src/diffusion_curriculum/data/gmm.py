@@ -13,6 +13,8 @@ import math
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+
 __all__ = ["GaussianMixture", "default_gmm"]
 
 _F64 = torch.float64
@@ -30,15 +32,15 @@ class GaussianMixture:
         mu = torch.as_tensor(means, dtype=_F64).detach().cpu()
         var = torch.as_tensor(variances, dtype=_F64).detach().cpu()
         if mu.ndim != 2 or w.shape != (mu.shape[0],):
-            raise ValueError(f"expected weights (K,) and means (K, D), got {tuple(w.shape)} and {tuple(mu.shape)}")
+            raise UserError(f"expected weights (K,) and means (K, D), got {tuple(w.shape)} and {tuple(mu.shape)}")
         if var.ndim == 1:
             var = var[:, None].expand_as(mu)
         if var.shape != mu.shape:
-            raise ValueError(f"expected variances (K,) or (K, D) = {tuple(mu.shape)}, got {tuple(var.shape)}")
+            raise UserError(f"expected variances (K,) or (K, D) = {tuple(mu.shape)}, got {tuple(var.shape)}")
         if (w < 0).any() or not math.isclose(float(w.sum()), 1.0, abs_tol=1e-9):
-            raise ValueError("weights must be non-negative and sum to 1")
+            raise UserError("weights must be non-negative and sum to 1")
         if not (var > 0).all() or not torch.isfinite(mu).all():
-            raise ValueError("variances must be positive and means finite")
+            raise UserError("variances must be positive and means finite")
         self.weights, self.means, self.variances = w, mu, var.contiguous()
 
     @property
@@ -84,7 +86,7 @@ class GaussianMixture:
         """log(w_k N(x; alpha mu_k, alpha^2 var_k + sigma^2)) (N, K) and the component scores (N, K, D)."""
         x = torch.as_tensor(x).to(_F64)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"expected points of shape (N, {self.dim}), got {tuple(x.shape)}")
+            raise UserError(f"expected points of shape (N, {self.dim}), got {tuple(x.shape)}")
         a = torch.as_tensor(alpha, dtype=_F64, device=x.device).reshape(-1, 1, 1)
         s = torch.as_tensor(sigma, dtype=_F64, device=x.device).reshape(-1, 1, 1)
         var = a**2 * self.variances.to(x.device) + s**2
@@ -123,7 +125,7 @@ def default_gmm(dim: int = 2, n_components: int = 8, layout_seed: int = 0) -> Ga
     layout depends on ``dim``, ``n_components`` and ``layout_seed`` only, not on the data seed.
     """
     if dim < 1 or n_components < 1:
-        raise ValueError(f"dim and n_components must be >= 1, got {dim} and {n_components}")
+        raise UserError(f"dim and n_components must be >= 1, got {dim} and {n_components}")
     g = torch.Generator().manual_seed(int(layout_seed))
     means = 3.0 * torch.randn(n_components, dim, generator=g, dtype=_F64)
     stds = 0.3 + 0.7 * torch.rand(n_components, generator=g, dtype=_F64)

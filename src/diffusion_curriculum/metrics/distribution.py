@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+
 __all__ = [
     "FeatureStats",
     "density_coverage",
@@ -36,19 +38,19 @@ def _features(x: Tensor, name: str, min_rows: int = 2) -> Tensor:
     """Check that ``x`` is a finite (n, d) matrix with at least ``min_rows`` rows; return it as CPU float64."""
     x = torch.as_tensor(x)
     if x.ndim != 2 or x.shape[1] < 1:
-        raise ValueError(f"{name} must be a 2-D (n, d) tensor of features, got shape {tuple(x.shape)}")
+        raise UserError(f"{name} must be a 2-D (n, d) tensor of features, got shape {tuple(x.shape)}")
     if x.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows, got {x.shape[0]}")
+        raise UserError(f"{name} needs at least {min_rows} rows, got {x.shape[0]}")
     x = x.detach().to("cpu", _F64)
     if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise UserError(f"{name} contains NaN or infinite values")
     return x
 
 
 def _same_dim(a: Tensor, b: Tensor) -> None:
     """Raise unless both feature sets have the same dimension."""
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"feature dimensions differ: {a.shape[1]} and {b.shape[1]}")
+        raise UserError(f"feature dimensions differ: {a.shape[1]} and {b.shape[1]}")
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,10 @@ class FeatureStats:
         mean = torch.as_tensor(self.mean).detach().to("cpu", _F64)
         cov = torch.as_tensor(self.cov).detach().to("cpu", _F64)
         if mean.ndim != 1 or cov.shape != (mean.shape[0], mean.shape[0]):
-            raise ValueError(f"expected mean (d,) and cov (d, d), got {tuple(mean.shape)} and {tuple(cov.shape)}")
+            raise UserError(f"expected mean (d,) and cov (d, d), got {tuple(mean.shape)} and {tuple(cov.shape)}")
         n = int(self.n)
         if n < 2:
-            raise ValueError(f"FeatureStats needs n >= 2 samples, got {n}")
+            raise UserError(f"FeatureStats needs n >= 2 samples, got {n}")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "cov", cov)
         object.__setattr__(self, "n", n)
@@ -93,7 +95,7 @@ class FeatureStats:
         """Rebuild from :meth:`to_dict` output, also as loaded from .pt or .npz (numpy arrays, 0-d n)."""
         missing = {"mean", "cov", "n"} - set(d)
         if missing:
-            raise ValueError(f"FeatureStats dict lacks {sorted(missing)}")
+            raise UserError(f"FeatureStats dict lacks {sorted(missing)}")
         return cls(torch.as_tensor(d["mean"]), torch.as_tensor(d["cov"]), int(d["n"]))
 
 
@@ -114,9 +116,9 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
     The result is clamped at 0 against rounding.
     """
     if not isinstance(a, FeatureStats) or not isinstance(b, FeatureStats):
-        raise ValueError("frechet_distance takes two FeatureStats")
+        raise UserError("frechet_distance takes two FeatureStats")
     if a.dim != b.dim:
-        raise ValueError(f"feature dimensions differ: {a.dim} and {b.dim}")
+        raise UserError(f"feature dimensions differ: {a.dim} and {b.dim}")
     root_a = _psd_sqrt(a.cov)
     middle = root_a @ b.cov @ root_a
     tr_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
@@ -157,7 +159,7 @@ def kid(
     x, y = _features(x, "x"), _features(y, "y")
     _same_dim(x, y)
     if subsets < 1 or subset_size < 2:
-        raise ValueError(f"need subsets >= 1 and subset_size >= 2, got {subsets} and {subset_size}")
+        raise UserError(f"need subsets >= 1 and subset_size >= 2, got {subsets} and {subset_size}")
     m = min(int(subset_size), x.shape[0], y.shape[0])
     draws = [
         (torch.randperm(x.shape[0], generator=generator)[:m], torch.randperm(y.shape[0], generator=generator)[:m])
@@ -195,7 +197,7 @@ def _kth_nn_partial(x: Tensor, ks: list[int]) -> Tensor:
     """
     kmax = max(ks)
     if kmax > x.shape[0] - 1:
-        raise ValueError(f"k={kmax} needs more than {kmax} points in each set, got {x.shape[0]}")
+        raise UserError(f"k={kmax} needs more than {kmax} points in each set, got {x.shape[0]}")
     out = torch.empty(len(ks), x.shape[0], dtype=_F64)
     idx = torch.tensor(ks) - 1
     for start, stop, part in _partial_sq_dist_chunks(x, x):
@@ -215,7 +217,7 @@ def _centred_pair(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
 def _check_k(k: int) -> int:
     """Return k as an int after checking it is a positive integer."""
     if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise UserError(f"k must be a positive integer, got {k!r}")
     return int(k)
 
 
@@ -295,7 +297,7 @@ def feature_metrics(
     if real_stats is None:
         real_stats = FeatureStats.from_features(real)
     elif real_stats.dim != real.shape[1]:
-        raise ValueError(f"real_stats has dimension {real_stats.dim}, features have {real.shape[1]}")
+        raise UserError(f"real_stats has dimension {real_stats.dim}, features have {real.shape[1]}")
     fid = frechet_distance(real_stats, FeatureStats.from_features(fake))
     kid_mean, kid_std = kid(real, fake, generator=generator)  # the polynomial kernel is not shift-invariant
     out = {"fid": fid, "kid": kid_mean, "kid_std": kid_std}

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data import load_dataset
+from ..errors import UserError
 
 __all__ = [
     "EVALUATOR_DATASETS",
@@ -119,15 +120,15 @@ class Evaluator:
         """Features and logits in one pass over ``images`` ``(N, 1, S, S)`` in [-1, 1], in eval mode."""
         size = self.model.image_size
         if images.dim() != 4 or tuple(images.shape[1:]) != (1, size, size):
-            raise ValueError(
+            raise UserError(
                 f"{self.dataset} evaluator expects images (N, 1, {size}, {size}), got {tuple(images.shape)}"
             )
         if not images.is_floating_point():
-            raise ValueError(f"images must be floating point in [-1, 1], got {images.dtype}")
+            raise UserError(f"images must be floating point in [-1, 1], got {images.dtype}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
         if not bool(torch.isfinite(images).all()):
-            raise ValueError("images contain NaN or infinite values")
+            raise UserError("images contain NaN or infinite values")
         self.model.eval()
         device = next(self.model.parameters()).device
         feats, logits = [], []
@@ -145,7 +146,7 @@ class Evaluator:
 def class_accuracy(logits: Tensor, labels: Tensor) -> float:
     """Fraction of rows whose arg-max logit equals the label: how recognisable class-conditional samples are."""
     if logits.dim() != 2 or labels.shape != (logits.shape[0],) or logits.shape[0] == 0:
-        raise ValueError(
+        raise UserError(
             f"need logits (N, C) and labels (N,) with N > 0, got {tuple(logits.shape)} and {tuple(labels.shape)}"
         )
     correct = int((logits.argmax(dim=1).cpu() == labels.cpu().long()).sum())
@@ -155,9 +156,9 @@ def class_accuracy(logits: Tensor, labels: Tensor) -> float:
 def inception_score_analogue(logits: Tensor, splits: int = 10) -> tuple[float, float]:
     """exp(E_x KL(p(y|x) || p(y))) per split of the rows, in float64: (mean, population std) over splits."""
     if logits.dim() != 2 or logits.shape[0] == 0:
-        raise ValueError(f"need logits (N, C) with N > 0, got {tuple(logits.shape)}")
+        raise UserError(f"need logits (N, C) with N > 0, got {tuple(logits.shape)}")
     if not 1 <= splits <= logits.shape[0]:
-        raise ValueError(f"splits must lie in 1..{logits.shape[0]} (the number of rows), got {splits}")
+        raise UserError(f"splits must lie in 1..{logits.shape[0]} (the number of rows), got {splits}")
     scores = []
     for part in torch.tensor_split(logits.detach().cpu().double(), splits):
         log_p = F.log_softmax(part, dim=1)
@@ -170,18 +171,18 @@ def inception_score_analogue(logits: Tensor, splits: int = 10) -> tuple[float, f
 
 def _check_dataset(dataset: str) -> None:
     if dataset not in EVALUATOR_DATASETS:
-        raise ValueError(f"no evaluator for dataset {dataset!r}; available: {', '.join(EVALUATOR_DATASETS)}")
+        raise UserError(f"no evaluator for dataset {dataset!r}; available: {', '.join(EVALUATOR_DATASETS)}")
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"evaluator manifest {path} is missing") from None
+        raise UserError(f"evaluator manifest {path} is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"evaluator manifest {path} is unreadable: {exc}") from None
+        raise UserError(f"evaluator manifest {path} is unreadable: {exc}") from None
     if not isinstance(manifest, dict):
-        raise ValueError(f"evaluator manifest {path} is not a JSON object")
+        raise UserError(f"evaluator manifest {path} is not a JSON object")
     return manifest
 
 
@@ -194,15 +195,15 @@ def load_evaluator(dataset: str, weights_dir: Path | None = None) -> Evaluator:
         file, expected, accuracy = entry["file"], entry["sha256"], float(entry["heldout_accuracy"])
         image_size, widths = entry["architecture"]["image_size"], tuple(entry["architecture"]["widths"])
     except (KeyError, TypeError, ValueError):
-        raise ValueError(f"evaluator manifest {folder / MANIFEST} has no complete entry for {dataset!r}") from None
+        raise UserError(f"evaluator manifest {folder / MANIFEST} has no complete entry for {dataset!r}") from None
     path = folder / file
     try:
         blob = path.read_bytes()
     except OSError:
-        raise ValueError(f"evaluator weights {path} are missing or unreadable") from None
+        raise UserError(f"evaluator weights {path} are missing or unreadable") from None
     digest = hashlib.sha256(blob).hexdigest()
     if digest != expected:
-        raise ValueError(f"evaluator weights {path} have SHA-256 {digest}, the manifest records {expected}")
+        raise UserError(f"evaluator weights {path} have SHA-256 {digest}, the manifest records {expected}")
     model = DigitClassifier(image_size, widths)
     model.load_state_dict(load_safetensors(blob))
     model.eval().requires_grad_(False)
@@ -257,12 +258,12 @@ def fit_evaluator(
     _check_dataset(dataset)
     epochs = _EPOCHS[dataset] if epochs is None else int(epochs)
     if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+        raise UserError(f"epochs must be >= 1, got {epochs}")
     data = load_dataset(dataset, seed=SPLIT_SEED, heldout_fraction=HELDOUT_FRACTION)
     x, y = data.train, data.train_labels
     if n_train is not None:
         if n_train < 1:
-            raise ValueError(f"n_train must be >= 1, got {n_train}")
+            raise UserError(f"n_train must be >= 1, got {n_train}")
         x, y = x[:n_train], y[:n_train]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

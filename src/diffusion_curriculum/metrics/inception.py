@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..errors import UserError
+
 __all__ = ["INCEPTION_HELP", "FIDInceptionV3", "inception_features", "load_inception"]
 
 INCEPTION_WEIGHTS_URL = (
@@ -222,26 +224,26 @@ class FIDInceptionV3(nn.Module):
 def load_inception(path: str | Path | None, device: str | torch.device = "cpu") -> FIDInceptionV3:
     """Build the FID Inception from the user's weights file, refusing anything but the exact pytorch-fid layout."""
     if path is None:
-        raise ValueError(INCEPTION_HELP)
+        raise UserError(INCEPTION_HELP)
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file; {INCEPTION_HELP}")
+        raise UserError(f"{path}: no such file; {INCEPTION_HELP}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError) as exc:  # torch.load on a non-torch file
-        raise ValueError(f"{path}: torch.load cannot read it ({type(exc).__name__}); {INCEPTION_HELP}") from exc
+        raise UserError(f"{path}: torch.load cannot read it ({type(exc).__name__}); {INCEPTION_HELP}") from exc
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state_dict; {INCEPTION_HELP}")
+        raise UserError(f"{path} holds a {type(state).__name__}, not a state_dict; {INCEPTION_HELP}")
     model = FIDInceptionV3()
     try:
         keys = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # right keys, wrong shapes: name the first mismatch (the line after the header)
         lines = str(exc).splitlines()
-        raise ValueError(
+        raise UserError(
             f"{path} does not fit the FID Inception: {lines[min(1, len(lines) - 1)].strip()}; {INCEPTION_HELP}"
         ) from exc
     if keys.missing_keys or keys.unexpected_keys:
-        raise ValueError(
+        raise UserError(
             f"{path} is not the FID Inception state_dict: missing keys {keys.missing_keys[:3]} "
             f"({len(keys.missing_keys)} in all), unexpected keys {keys.unexpected_keys[:3]} "
             f"({len(keys.unexpected_keys)} in all); {INCEPTION_HELP}"
@@ -257,7 +259,7 @@ def inception_features(model: FIDInceptionV3, images: Tensor, batch_size: int = 
     saved images), and grayscale is repeated to RGB.
     """
     if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must be (N, 1 or 3, H, W), got {tuple(images.shape)}")
+        raise UserError(f"images must be (N, 1 or 3, H, W), got {tuple(images.shape)}")
     device = next(model.parameters()).device
     starts = range(0, images.shape[0], batch_size)
     feats = []

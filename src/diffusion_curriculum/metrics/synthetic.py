@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..data.gmm import GaussianMixture
+from ..errors import UserError
 from ..schedules import DiscreteSchedule
 from .distribution import _features as _vectors
 from .distribution import _partial_sq_dist_chunks, _same_dim
@@ -36,7 +37,7 @@ def nll(samples: Tensor, gmm: GaussianMixture) -> float:
     """
     x = _vectors(samples, "samples")
     if x.shape[1] != gmm.dim:
-        raise ValueError(f"samples have dimension {x.shape[1]}, the mixture {gmm.dim}")
+        raise UserError(f"samples have dimension {x.shape[1]}, the mixture {gmm.dim}")
     rows = max(1, _CHUNK_ELEMENTS // (gmm.n_components * gmm.dim))
     total = sum(float(gmm.log_prob(chunk).sum()) for chunk in x.split(rows))
     return -total / x.shape[0]
@@ -68,7 +69,7 @@ def sliced_wasserstein(
     x, y = _vectors(x, "x"), _vectors(y, "y")
     _same_dim(x, y)
     if n_projections < 1:
-        raise ValueError(f"n_projections must be >= 1, got {n_projections}")
+        raise UserError(f"n_projections must be >= 1, got {n_projections}")
     directions = torch.randn(int(n_projections), x.shape[1], generator=generator, dtype=_F64)
     directions /= directions.norm(dim=1, keepdim=True)
     per_block = max(1, _CHUNK_ELEMENTS // (x.shape[0] + y.shape[0]))
@@ -111,9 +112,9 @@ def mmd(
     _same_dim(x, y)
     h = torch.as_tensor(list(bandwidths), dtype=_F64).flatten()
     if h.numel() < 1 or not (h > 0).all() or not torch.isfinite(h).all():
-        raise ValueError(f"bandwidths must be positive and finite, got {list(bandwidths)}")
+        raise UserError(f"bandwidths must be positive and finite, got {list(bandwidths)}")
     if max_n < 2:
-        raise ValueError(f"max_n must be >= 2, got {max_n}")
+        raise UserError(f"max_n must be >= 2, got {max_n}")
     if x.shape[0] > max_n:
         x = x[torch.randperm(x.shape[0], generator=generator)[:max_n]]
     if y.shape[0] > max_n:
@@ -140,10 +141,10 @@ def _cluster_levels(objective: Objective, cluster: tuple, n: int, generator: tor
     lo, hi = cluster
     if isinstance(space, DiscreteSchedule):
         if int(lo) != lo or int(hi) != hi or not 0 <= lo < hi <= space.T:
-            raise ValueError(f"discrete cluster must be integers 0 <= start < stop <= {space.T}, got {cluster}")
+            raise UserError(f"discrete cluster must be integers 0 <= start < stop <= {space.T}, got {cluster}")
         return torch.randint(int(lo), int(hi), (n,), generator=generator)
     if not space.lo <= lo < hi <= space.hi:
-        raise ValueError(f"continuous cluster must satisfy {space.lo} <= lo < hi <= {space.hi}, got {cluster}")
+        raise UserError(f"continuous cluster must satisfy {space.lo} <= lo < hi <= {space.hi}, got {cluster}")
     # (lo, hi] rather than [lo, hi): a cluster starting at flow time 0 would otherwise allow sigma = 0.
     return hi - (hi - lo) * torch.rand(n, generator=generator, dtype=_F64)
 
@@ -172,9 +173,9 @@ def excess_denoising_error(
     ``n_per_cluster``. ``generator`` (CPU) drives the levels, x0 and eps. Runs under ``no_grad``.
     """
     if len(clusters) == 0:
-        raise ValueError("clusters must not be empty")
+        raise UserError("clusters must not be empty")
     if n_per_cluster < 1:
-        raise ValueError(f"n_per_cluster must be >= 1, got {n_per_cluster}")
+        raise UserError(f"n_per_cluster must be >= 1, got {n_per_cluster}")
     device, dtype = _model_placement(model)
     errors = []
     for cluster in clusters:

@@ -21,6 +21,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from ..errors import UserError
 from ..pool import claim_folder, imap_jobs, mark_done
 from ..training import checkpoint as ckpt
 from ..training.config import Config, ConfigError
@@ -47,11 +48,11 @@ class ConvergenceRule:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tolerance < 1.0:
-            raise ValueError(f"tolerance must lie in (0, 1), got {self.tolerance}")
+            raise UserError(f"tolerance must lie in (0, 1), got {self.tolerance}")
         if self.window is not None and self.window < 1:
-            raise ValueError(f"window must be a positive number of logged points, got {self.window}")
+            raise UserError(f"window must be a positive number of logged points, got {self.window}")
         if not 0.0 < self.plateau_fraction <= 1.0:
-            raise ValueError(f"plateau_fraction must lie in (0, 1], got {self.plateau_fraction}")
+            raise UserError(f"plateau_fraction must lie in (0, 1], got {self.plateau_fraction}")
 
     def window_for(self, n: int) -> int:
         """The smoothing window used for a curve of n points."""
@@ -75,9 +76,9 @@ def convergence_step(steps: np.ndarray, losses: np.ndarray, rule: ConvergenceRul
     rule = rule or ConvergenceRule()
     steps, losses = np.asarray(steps), np.asarray(losses, dtype=np.float64)
     if steps.shape != losses.shape or steps.size == 0:
-        raise ValueError(f"need equally long, non-empty steps and losses, got {steps.shape} and {losses.shape}")
+        raise UserError(f"need equally long, non-empty steps and losses, got {steps.shape} and {losses.shape}")
     if not np.isfinite(losses).all():
-        raise ValueError("the loss curve holds NaN or inf values")
+        raise UserError("the loss curve holds NaN or inf values")
     n_tail = max(1, math.ceil(rule.plateau_fraction * losses.size))
     plateau = float(losses[-n_tail:].mean())
     drop = abs(float(losses[0]) - plateau)

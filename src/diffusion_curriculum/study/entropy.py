@@ -28,6 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..data.gmm import GaussianMixture
+from ..errors import UserError
 from ..schedules import DiscreteSchedule
 
 __all__ = [
@@ -86,7 +87,7 @@ def gaussian_marginal_kl(mean: Tensor, cov: Tensor, schedule: DiscreteSchedule) 
 def log_spaced_timesteps(T: int, points: int, start: int = 1) -> list[int]:
     """About ``points`` distinct integers from ``start`` to T, spaced evenly in log t."""
     if points < 1 or not 1 <= start <= T:
-        raise ValueError(f"need points >= 1 and 1 <= start <= T, got {points}, {start}, {T}")
+        raise UserError(f"need points >= 1 and 1 <= start <= T, got {points}, {start}, {T}")
     grid = torch.logspace(math.log10(start), math.log10(T), points, dtype=_F64)
     return sorted({min(T, max(start, round(float(v)))) for v in grid})
 
@@ -109,7 +110,7 @@ def mixture_marginal_kl(
     kls, ses = [], []
     for t in timesteps:
         if not 1 <= t <= schedule.T:
-            raise ValueError(f"timestep {t} is outside 1..{schedule.T}")
+            raise UserError(f"timestep {t} is outside 1..{schedule.T}")
         prev = mixture.noised(float(a[t - 1].sqrt()), float((1.0 - a[t - 1]).sqrt()))
         cur = mixture.noised(float(a[t].sqrt()), float((1.0 - a[t]).sqrt()))
         x = prev.sample(n, generator)
@@ -147,7 +148,7 @@ def empirical_marginal_kl(
     kls, ses = [], []
     for t in timesteps:
         if not 2 <= t <= schedule.T:
-            raise ValueError(f"timestep {t} is outside 2..{schedule.T} (the empirical KL is infinite at t = 1)")
+            raise UserError(f"timestep {t} is outside 2..{schedule.T} (the empirical KL is infinite at t = 1)")
         ap, ac = float(a[t - 1]), float(a[t])
         idx = torch.randint(items.shape[0], (n,), generator=generator)
         noise = torch.randn(n, items.shape[1], generator=generator, dtype=_F64)

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError
+
 __all__ = [
     "CheckpointError",
     "checkpoint_dir",
@@ -39,10 +41,6 @@ MANIFEST = "manifest.json"
 # Testing hook (fault injection, tests/reliability): seconds to sleep after writing each checkpoint
 # file, so that a kill can be made to land while a checkpoint is being written. Read once, here.
 _SAVE_DELAY_S = float(os.environ.get("DIFFUSION_CURRICULUM_TEST_SAVE_DELAY", "0"))
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, incomplete or corrupt."""
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:

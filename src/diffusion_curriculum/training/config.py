@@ -17,11 +17,9 @@ from typing import Any
 
 import yaml
 
+from ..errors import ConfigError
+
 __all__ = ["Config", "ConfigError", "dotted_overrides", "dump_config", "load_config", "parse_override"]
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message names the key."""
 
 
 def _choices(*values: str) -> dict[str, Any]:

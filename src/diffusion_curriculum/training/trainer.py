@@ -26,6 +26,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from ..data import DatasetBundle, load_dataset
+from ..errors import ConfigError, RunError, TrainingDiverged
 from ..generation import default_solver, generate
 from ..models import Denoiser, ModelSpec, build_model
 from ..objectives import Objective, make_objective
@@ -33,7 +34,7 @@ from ..pacing import AdaptivePacing, FixedPacing, FunctionPacing, Pacing
 from ..sampler import CurriculumSampler, rank_seed
 from ..weighting import Weighting, make_weighting
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, dump_config, load_config
+from .config import Config, dump_config, load_config
 from .visual import save_samples
 
 __all__ = ["RunError", "Trainer", "TrainingDiverged", "build_pacing", "build_sampler", "train"]
@@ -48,16 +49,6 @@ FAULT_NAN_STEPS_ENV = "DIFFUSION_CURRICULUM_FAULT_NAN_STEPS"
 # Config keys a resume may change: where the run folder lives (it may have been moved or copied), and
 # what bounds or guards the run without changing what it computes.
 RESUMABLE_KEYS = ("out", "train.max_steps", "train.max_bad_steps", "train.dist_timeout_s")
-
-
-class RunError(ValueError):
-    """A problem with the run folder or a resume request; reported in one line."""
-
-
-class TrainingDiverged(RunError):
-    """The loss was NaN or inf at ``train.max_bad_steps`` consecutive steps; the CLI exits with code 3."""
-
-    exit_code = 3
 
 
 def load_config_dataset(config: Config) -> DatasetBundle:
