@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffusion_curriculum.generation import generate
-from diffusion_curriculum.training.config import load_config
+from diffusion_curriculum.config import load_config
 from diffusion_curriculum.training.trainer import Trainer
 
 VARIANTS = {  # our trainer's performance options, by name

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from diffusion_curriculum.config import ConfigError
 from diffusion_curriculum.experiments import load_grid, preset_path
-from diffusion_curriculum.training.config import ConfigError
 
 RUNS = ["none-none-s0", "none-none-s1", "easy_to_hard-none-s0", "easy_to_hard-none-s1"]
 

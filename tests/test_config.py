@@ -7,7 +7,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffusion_curriculum.training.config import Config, ConfigError, load_config, parse_override
+from diffusion_curriculum.config import Config, ConfigError, load_config, parse_override
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

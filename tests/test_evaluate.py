@@ -56,8 +56,8 @@ def test_fid_orders_real_blurred_noise(dataset):
 
 
 def test_downsampled_images_are_scored_pixel_replicated_with_their_own_reference():
+    from diffusion_curriculum.config import load_config
     from diffusion_curriculum.evaluation import _Extractor, _reference_features
-    from diffusion_curriculum.training.config import load_config
 
     small = load_dataset("digits", downsample=2)
     extractor = _Extractor("digits", None, torch.device("cpu"))

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffusion_curriculum import CurriculumSampler, FixedPacing
+from diffusion_curriculum.assembly import build_objective, build_sampler, clusters_for
+from diffusion_curriculum.config import ConfigError, load_config
 from diffusion_curriculum.study.convergence import ConvergenceRule, convergence_step, smooth
 from diffusion_curriculum.study.report import spearman
-from diffusion_curriculum.training.config import ConfigError, load_config
-from diffusion_curriculum.training.trainer import build_objective, build_sampler
 
 
 # ----- the rule ---------------------------------------------------------------------------------
@@ -115,7 +115,8 @@ def test_only_cluster_trains_on_that_interval_for_the_whole_budget(objective):
         }
     )
     sampler = build_sampler(config, build_objective(config), rank=0)
-    lo, hi = sampler.clusters[3]
+    lo, hi = clusters_for(config)[3]
+    assert sampler.clusters[3] == (lo, hi)
     for _ in range(50):
         t = sampler.sample(64)
         assert ((t >= lo) & (t <= hi if objective == "edm" else t < hi)).all()

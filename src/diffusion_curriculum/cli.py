@@ -289,7 +289,7 @@ _FLAG_KEYS = {
 
 def _resolve_config(args: argparse.Namespace, flags: dict[str, str] | None = None):
     """The config from --config, the flags (``flags`` maps argument names to config keys) and --set."""
-    from .training.config import load_config, parse_override
+    from .config import load_config, parse_override
 
     overrides: dict[str, Any] = {}
     for attr, key in (_FLAG_KEYS if flags is None else flags).items():
@@ -330,7 +330,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
     import torch
     import yaml
 
-    from .training.trainer import build_objective, build_sampler
+    from .assembly import build_objective, build_sampler
 
     config = _resolve_config(args)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
@@ -353,7 +353,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
-    from .inference import sample_to_file
+    from .sampling import sample_to_file
 
     path = sample_to_file(
         args.run,

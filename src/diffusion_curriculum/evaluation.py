@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .assembly import build_dataset, cache_dir, clusters_for
+from .config import Config, load_config
 from .data import HELDOUT_TEMPLATES, DatasetBundle, caption_for
 from .errors import UserError
 from .generation import default_solver, generate
-from .inference import load_run
-from .training import checkpoint as ckpt
-from .training.config import Config, load_config
-from .training.trainer import build_objective, build_sampler, cache_dir, load_config_dataset
+from .runs import checkpoints as ckpt
+from .sampling import load_run
 
 __all__ = ["EvalSettings", "evaluate_run"]
 
@@ -160,7 +160,7 @@ def evaluate_run(run: Path, *, all_checkpoints: bool = False, settings: EvalSett
         raise FileNotFoundError(f"{run}: not a run folder (no config.yaml)")
     config = load_config(config_file)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = load_config_dataset(config)
+    data = build_dataset(config)
     extractor, reference = None, None
     if data.kind == "image":
         extractor = _Extractor(config.data.dataset, settings.inception_weights, device)
@@ -201,7 +201,7 @@ def evaluate_run(run: Path, *, all_checkpoints: bool = False, settings: EvalSett
             record.update(_image_metrics(samples, reference, extractor, labels, settings))
         else:
             record.update(_vector_metrics(samples, data, model, objective, config, settings, device))
-        clusters = build_sampler(config, build_objective(config), rank=0).clusters
+        clusters = clusters_for(config)
         record["heldout_cluster_loss"] = heldout_cluster_losses(
             model, objective, data, meta, clusters, device, seed=settings.seed
         )
@@ -239,7 +239,7 @@ def _vector_metrics(samples, data, model, objective, config, settings, device) -
     g = torch.Generator().manual_seed(settings.seed)
     out = vector_metrics(samples, data.train, data.gmm, generator=g)
     if data.gmm is not None and config.model.conditioning == "none":
-        clusters = build_sampler(config, build_objective(config), rank=0).clusters
+        clusters = clusters_for(config)
         errors = excess_denoising_error(
             model, objective, data.gmm, clusters, generator=torch.Generator().manual_seed(settings.seed)
         )

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diffusion_curriculum.cli import main
-from diffusion_curriculum.training.config import Config
+from diffusion_curriculum.config import Config
 
 from ._run import cli_env, run
 

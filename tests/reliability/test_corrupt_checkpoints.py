@@ -9,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffusion_curriculum.training import checkpoint as ckpt
+from diffusion_curriculum.runs import checkpoints as ckpt
 
 from ._run import assert_same_run, cli_env, run, train_cmd
 

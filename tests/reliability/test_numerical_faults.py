@@ -12,7 +12,7 @@ import torch
 
 from diffusion_curriculum.cli import main
 from diffusion_curriculum.objectives import DDPMObjective
-from diffusion_curriculum.training import checkpoint as ckpt
+from diffusion_curriculum.runs import checkpoints as ckpt
 
 from ._run import assert_identical
 

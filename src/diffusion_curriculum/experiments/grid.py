@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
+from ..config import Config, ConfigError, load_config
 from ..sampler import ORDERS
-from ..training.config import Config, ConfigError, load_config
 
 __all__ = ["PRESETS", "GridConfig", "RunSpec", "load_grid", "preset_path"]
 

@@ -17,8 +17,8 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..pool import claim_folder, imap_jobs, mark_done
-from ..training import checkpoint as ckpt
+from ..jobs import claim_folder, imap_jobs, mark_done
+from ..runs import checkpoints as ckpt
 from .grid import GridConfig, RunSpec, load_grid
 
 __all__ = ["run_grid"]
@@ -59,7 +59,7 @@ def _primary_metric(grid: GridConfig) -> tuple[str, bool]:
             "class_accuracy",
             "is_analogue",
         )
-    from ..training.config import load_config
+    from ..config import load_config
 
     dataset = load_config(overrides={"data.dataset": grid.base.get("data", {}).get("dataset", "digits")}).data.dataset
     vector = dataset in ("gmm", "toy2d", "8gaussians", "moons", "swiss_roll", "checkerboard")

@@ -21,10 +21,10 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from ..config import Config, ConfigError
 from ..errors import UserError
-from ..pool import claim_folder, imap_jobs, mark_done
-from ..training import checkpoint as ckpt
-from ..training.config import Config, ConfigError
+from ..jobs import claim_folder, imap_jobs, mark_done
+from ..runs import checkpoints as ckpt
 
 __all__ = ["ConvergenceRule", "convergence_step", "run_convergence_study", "smooth"]
 
@@ -106,13 +106,13 @@ def _read_curve(run_dir: Path) -> tuple[list[int], list[float]]:
 def _heldout_measure(run_dir: Path, config: Config, interval: tuple) -> tuple[str, float]:
     """The final (EMA) model's denoising quality on its interval: the excess error over the analytic
     denoiser for mixture data, else the unweighted held-out loss."""
+    from ..assembly import build_dataset
     from ..evaluation import heldout_cluster_losses
-    from ..inference import load_run
     from ..metrics.synthetic import excess_denoising_error
-    from ..training.trainer import load_config_dataset
+    from ..sampling import load_run
 
     model, objective, meta = load_run(run_dir)
-    data = load_config_dataset(config)
+    data = build_dataset(config)
     if data.gmm is not None and config.model.conditioning == "none":
         g = torch.Generator().manual_seed(config.seed)
         value = excess_denoising_error(model, objective, data.gmm, [interval], n_per_cluster=4096, generator=g)[0]
@@ -123,7 +123,8 @@ def _heldout_measure(run_dir: Path, config: Config, interval: tuple) -> tuple[st
 
 def train_interval(config_dict: dict[str, Any], interval: int, seed: int, out: str, threads: int) -> dict[str, Any]:
     """Train, measure and mark done one (interval, seed) job; resumable at every point. A worker's job."""
-    from ..training.trainer import build_objective, build_sampler, train_or_resume
+    from ..assembly import clusters_for
+    from ..training.trainer import train_or_resume
 
     torch.set_num_threads(threads)
     run_dir = _job_dir(Path(out), interval, seed)
@@ -133,7 +134,7 @@ def train_interval(config_dict: dict[str, Any], interval: int, seed: int, out: s
     config = _job_config(config_dict, interval, seed, run_dir)
     start = time.perf_counter()
     train_or_resume(config)
-    cluster = build_sampler(config, build_objective(config), rank=0).clusters[interval]
+    cluster = clusters_for(config)[interval]
     measure, value = _heldout_measure(run_dir, config, cluster)
     steps, losses = _read_curve(run_dir)
     record = {
@@ -156,7 +157,7 @@ def _train_interval_star(job: tuple) -> dict[str, Any]:
 
 
 def _job_config(config_dict: dict[str, Any], interval: int, seed: int, run_dir: Path) -> Config:
-    from ..training.config import dotted_overrides, load_config
+    from ..config import dotted_overrides, load_config
 
     overrides = {
         "seed": seed,
@@ -183,7 +184,7 @@ def _prepare_out(out: Path, study: dict[str, Any], overwrite: bool) -> None:
 
 def _normalized(saved: Path) -> dict[str, Any] | None:
     """A saved study description with its config completed by the current defaults; None if unreadable."""
-    from ..training.config import dotted_overrides, load_config
+    from ..config import dotted_overrides, load_config
 
     try:
         study = yaml.safe_load(saved.read_text())
@@ -212,7 +213,7 @@ def run_convergence_study(
     how many workers ran them. A restarted study skips finished jobs and resumes the others.
     Returns the per-(interval, seed) records.
     """
-    from ..training.trainer import build_objective, build_sampler
+    from ..assembly import clusters_for
     from .report import write_convergence_outputs
 
     rule = rule or ConvergenceRule()
@@ -222,7 +223,7 @@ def run_convergence_study(
     base = config.to_dict()
     base.pop("out")
     study = {"kind": "convergence", "config": base, "seeds": list(seeds)}
-    clusters = build_sampler(config, build_objective(config), rank=0).clusters
+    clusters = clusters_for(config)
     K = len(clusters)
     for k in range(K):  # every job's config must validate before any training starts
         _job_config(base, k, seeds[0], _job_dir(out, k, seeds[0]))

@@ -176,8 +176,8 @@ def run_entropy_study(
     ``samples`` (default 1,000,000) draws per t; other data ``empirical_mc`` with 2,000 by default.
     Both closed forms are evaluated at every t, the Monte Carlo ones at ``points`` log-spaced t.
     """
-    from ..training.config import ConfigError, dotted_overrides, load_config
-    from ..training.trainer import build_objective, load_config_dataset
+    from ..assembly import build_dataset, build_objective
+    from ..config import ConfigError, dotted_overrides, load_config
     from .convergence import _prepare_out
     from .report import write_entropy_outputs
 
@@ -199,7 +199,7 @@ def run_entropy_study(
     records: list[dict[str, Any]] = []
     all_t = list(range(1, T + 1))
     for seed in seeds:
-        data = load_config_dataset(load_config(overrides={**dotted_overrides(base), "seed": seed}))
+        data = build_dataset(load_config(overrides={**dotted_overrides(base), "seed": seed}))
         x = data.train.flatten(1).to(_F64)
         n_items, dim = x.shape
         closed = {

@@ -1,17 +1,15 @@
-"""Training: configuration, the loop, checkpoints and sample grids.
+"""Training: the loop and its checkpoint state.
 
-The trainer is imported on first use, so reading and validating a config stays fast and light.
+The trainer (and with it Accelerate and diffusers) is imported on first use.
 """
 
 from typing import Any
 
-from .config import Config, ConfigError, load_config
-
-__all__ = ["Config", "ConfigError", "RunError", "Trainer", "load_config", "train"]
+__all__ = ["Trainer", "train", "train_or_resume"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("RunError", "Trainer", "train"):
+    if name in __all__:
         from . import trainer
 
         return getattr(trainer, name)

@@ -25,19 +25,18 @@ from accelerate.utils import InitProcessGroupKwargs
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
-from ..data import DatasetBundle, load_dataset
+from ..assembly import build_dataset, build_objective, build_sampler, build_weighting, cache_dir
+from ..config import Config, dump_config, load_config
+from ..data import DatasetBundle
 from ..errors import ConfigError, RunError, TrainingDiverged
 from ..generation import default_solver, generate
 from ..models import Denoiser, ModelSpec, build_model
-from ..objectives import Objective, make_objective
-from ..pacing import AdaptivePacing, FixedPacing, FunctionPacing, Pacing
-from ..sampler import CurriculumSampler, rank_seed
-from ..weighting import Weighting, make_weighting
-from . import checkpoint as ckpt
-from .config import Config, dump_config, load_config
-from .visual import save_samples
+from ..runs import checkpoints as ckpt
+from ..sampler import rank_seed
+from ..visual import save_samples
+from ..weighting import Weighting
 
-__all__ = ["RunError", "Trainer", "TrainingDiverged", "build_pacing", "build_sampler", "train"]
+__all__ = ["Trainer", "train", "train_or_resume"]
 
 # Artefacts a run writes into its folder; --overwrite removes exactly these.
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "samples", "model", "pipeline", "tensorboard")
@@ -49,90 +48,6 @@ FAULT_NAN_STEPS_ENV = "DIFFUSION_CURRICULUM_FAULT_NAN_STEPS"
 # Config keys a resume may change: where the run folder lives (it may have been moved or copied), and
 # what bounds or guards the run without changing what it computes.
 RESUMABLE_KEYS = ("out", "train.max_steps", "train.max_bad_steps", "train.dist_timeout_s")
-
-
-def load_config_dataset(config: Config) -> DatasetBundle:
-    """The data set and split a config names (the trainer and evaluation must see the same)."""
-    return load_dataset(
-        config.data.dataset,
-        seed=config.seed,
-        heldout_fraction=config.data.heldout_fraction,
-        captions=config.model.conditioning == "text",
-        on_bad_file=config.data.on_bad_file,
-        n_samples=config.data.n_samples,
-        dim=config.data.dim,
-        downsample=config.data.downsample,
-    )
-
-
-def build_pacing(config: Config) -> Pacing | None:
-    """The pacing rule the config names (None for the uniform baseline).
-
-    Adaptive pacing gets a per-stage cap unless one is given: the stages before the last share
-    ``curriculum.budget_fraction`` of ``train.max_steps``. Without it, a loss that keeps creeping
-    down (the EMA-smoothed loss of a small model on one cluster does, for thousands of steps) never
-    triggers the patience rule, and the run ends before the hard clusters are ever trained.
-    """
-    cur = config.curriculum
-    if cur.order == "none":
-        return None
-    if cur.pacing == "adaptive":
-        return AdaptivePacing(cur.patience, cur.min_delta, cur.ema, adaptive_stage_cap(config))
-    if cur.pacing == "fixed":
-        return FixedPacing(cur.steps_per_stage)
-    total = cur.pacing_steps or max(1, config.train.max_steps // 2)
-    return FunctionPacing(cur.pacing, total)
-
-
-def adaptive_stage_cap(config: Config) -> int | None:
-    """``max_steps_per_stage`` if set, else the share of the budget each early stage may take."""
-    cur = config.curriculum
-    if cur.max_steps_per_stage is not None or cur.budget_fraction is None:
-        return cur.max_steps_per_stage
-    stages_before_last = cur.clusters - 1 if cur.cumulative else cur.clusters
-    if stages_before_last < 1:
-        return None
-    return max(1, int(cur.budget_fraction * config.train.max_steps / stages_before_last))
-
-
-def build_sampler(config: Config, objective: Objective, rank: int) -> CurriculumSampler:
-    """Cluster the objective's noise space and wrap it in the curriculum sampler."""
-    cur = config.curriculum
-    method = None if objective.name in ("edm", "flow") else cur.clustering
-    order, pacing, cumulative = cur.order, build_pacing(config), cur.cumulative
-    if cur.only_cluster is not None:
-        # The study's per-interval runs: stage 1 of a non-cumulative order that starts with this
-        # cluster, and a pacing whose first stage outlasts the run.
-        k = cur.only_cluster
-        order = [k, *(i for i in range(cur.clusters) if i != k)]
-        pacing, cumulative = FixedPacing(config.train.max_steps + 1), False
-    return CurriculumSampler.from_schedule(
-        objective.noise_space(),
-        cur.clusters,
-        pacing,
-        order,
-        config.seed,
-        method=method,
-        cumulative=cumulative,
-        rank=rank,
-    )
-
-
-def build_objective(config: Config) -> Objective:
-    obj = config.objective
-    return make_objective(
-        obj.name,
-        num_train_timesteps=obj.timesteps,
-        beta_schedule=obj.beta_schedule,
-        sigma_data=obj.sigma_data,
-        flow_logit_std=obj.flow_logit_std,
-    )
-
-
-def cache_dir() -> Path:
-    """Where computed-once artefacts (text embeddings) live: $DIFFUSION_CURRICULUM_CACHE or ~/.cache."""
-    default = Path.home() / ".cache" / "diffusion_curriculum"
-    return Path(os.environ.get("DIFFUSION_CURRICULUM_CACHE", default))
 
 
 def _resolve_precision(precision: str) -> str:
@@ -198,7 +113,7 @@ class Trainer:
         # path or model option must not cost an --overwrite'd run its files.
         self._check_folder(resume, overwrite)
 
-        self.data: DatasetBundle = load_config_dataset(config)
+        self.data: DatasetBundle = build_dataset(config)
         if self.data.skipped:
             names = ", ".join(self.data.skipped[:3]) + (
                 f" and {len(self.data.skipped) - 3} more" if len(self.data.skipped) > 3 else ""
@@ -233,7 +148,7 @@ class Trainer:
         if config.train.compile:
             model.inner.compile()  # in place: parameter names, checkpoints and saved models stay as they are
         self.objective = build_objective(config)
-        self.weighting: Weighting = make_weighting(config.objective.weighting, **config.objective.weighting_params)
+        self.weighting: Weighting = build_weighting(config)
         self.sampler = build_sampler(config, self.objective, self.rank)
         optimizer = torch.optim.AdamW(
             model.parameters(),

@@ -13,8 +13,8 @@ from .errors import UserError
 from .generation import default_solver, generate
 from .models import Denoiser, ModelSpec, build_model
 from .objectives import Objective, make_objective
-from .training import checkpoint as ckpt
-from .training.visual import save_image_grid
+from .runs import checkpoints as ckpt
+from .visual import save_image_grid
 
 __all__ = ["load_run", "sample_to_file"]
 

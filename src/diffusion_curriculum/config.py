@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "dotted_overrides", "dump_config", "load_config", "parse_override"]
 
