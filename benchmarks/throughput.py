@@ -42,8 +42,8 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffusion_curriculum.generation import generate
 from diffusion_curriculum.config import load_config
+from diffusion_curriculum.generation import generate
 from diffusion_curriculum.training.trainer import Trainer
 
 VARIANTS = {  # our trainer's performance options, by name
@@ -107,7 +107,7 @@ class Reference:
         self.device = trainer.device
         self.net = copy.deepcopy(trainer._unwrapped.inner).to(self.device)
         self.class_cond = trainer.spec.arch == "dit"
-        self.labels = trainer.cond.labels
+        self.labels = trainer.conditions.ids
         self.n_classes = trainer.spec.null_class
         data = TensorDataset(trainer.train_x.cpu(), torch.arange(trainer.train_x.shape[0]))
         self.loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=0)
@@ -180,7 +180,7 @@ def step_flops(trainer: Trainer) -> int:
     net = trainer._unwrapped
     x0 = trainer.train_x[: trainer.local_batch]
     levels = torch.randint(0, 1000, (x0.shape[0],), device=trainer.device)
-    cond = trainer.cond.batch(torch.arange(x0.shape[0], device=trainer.device), None)
+    cond = trainer.conditions.batch(torch.arange(x0.shape[0], device=trainer.device), None)
     with FlopCounterMode(display=False) as counter:
         loss = trainer.objective.loss(net, x0, levels, torch.randn_like(x0), cond).mean()
         loss.backward()

@@ -1,4 +1,4 @@
-"""The command line: clusters output and one-line errors with exit code 2."""
+"""The command line: clusters output, one-line user errors (exit 2) and tracebacks for bugs (exit 1)."""
 
 import json
 import subprocess
@@ -42,3 +42,26 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(argv):
 def test_console_script_is_installed():
     proc = subprocess.run(["diffusion-curriculum", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and "diffusion-curriculum" in proc.stdout
+
+
+INTERNAL_ERROR = """
+import sys
+import diffusion_curriculum.clustering as clustering
+from diffusion_curriculum.cli import main
+
+def broken(*args, **kwargs):
+    raise ValueError("an internal bug, deep inside")
+
+clustering.cluster_timesteps = broken
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_internal_error_keeps_its_traceback_and_exits_1():
+    """A ValueError that is not a UserError is a bug: traceback and exit 1, not a one-line exit 2."""
+    proc = subprocess.run([sys.executable, "-c", INTERNAL_ERROR, "clusters"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "an internal bug, deep inside" in proc.stderr
+    argv = [sys.executable, "-c", INTERNAL_ERROR, "clusters", "-n", "0"]
+    bad_flag = subprocess.run(argv, capture_output=True, text=True)
+    assert bad_flag.returncode == 2 and len(bad_flag.stderr.strip().splitlines()) == 1

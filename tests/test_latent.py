@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from diffusers import AutoencoderKL, DiTPipeline
 
 from diffusion_curriculum.cli import main
@@ -80,7 +81,8 @@ def test_dit_on_latents_trains_samples_and_loads_into_dit_pipeline(vae_dir, tmp_
         == 0
     )
     meta = json.loads((out / "model" / "run.json").read_text())
-    assert meta["spec"]["data_shape"] == [4, 4, 4] and meta["vae"] == str(vae_dir)
+    assert meta["spec"]["data_shape"] == [4, 4, 4]
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["vae"] == str(vae_dir)
     assert list((tmp_path / "cache" / "latents").iterdir())
     assert (out / "samples" / "step_00000004.png").is_file()
     grid = tmp_path / "grid.npz"

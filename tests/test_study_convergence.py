@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from diffusion_curriculum import CurriculumSampler, FixedPacing
 from diffusion_curriculum.assembly import build_objective, build_sampler, clusters_for
 from diffusion_curriculum.config import ConfigError, load_config
-from diffusion_curriculum.study.convergence import ConvergenceRule, convergence_step, smooth
 from diffusion_curriculum.study.report import spearman
+from diffusion_curriculum.study.rule import ConvergenceRule, convergence_step, smooth
 
 
 # ----- the rule ---------------------------------------------------------------------------------

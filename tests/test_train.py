@@ -65,7 +65,7 @@ def test_conditional_models_train_and_sample(tmp_path, model, conditioning):
     out = tmp_path / f"{model}_{conditioning}"
     assert _train(out, "--model", model, "--conditioning", conditioning, "--set", "sample.guidance_scale=2.0") == 0
     meta = json.loads((out / "model" / "run.json").read_text())
-    assert meta["conditioning"] == conditioning
+    assert meta["spec"]["conditioning"] == conditioning
     target = tmp_path / "grid.png"
     flag = ["--label", "7"] if conditioning == "class" else ["--prompt", "a handwritten seven"]
     assert main(["sample", str(out), "--n", "4", "--steps", "3", *flag, "--out", str(target)]) == 0

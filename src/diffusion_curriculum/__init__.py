@@ -4,7 +4,7 @@ The core (schedules, clustering, pacing, sampler, weighting) depends on torch an
 """
 
 from .clustering import cluster_noise_levels, cluster_timesteps
-from .pacing import AdaptivePacing, FixedPacing, FunctionPacing, pacing_fraction
+from .pacing import PACINGS, AdaptivePacing, FixedPacing, FunctionPacing, pacing_fraction
 from .sampler import ORDERS, CurriculumSampler
 from .schedules import DiscreteSchedule, EDMNoise, FlowMatchingTime
 from .weighting import (
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ORDERS",
     "P2",
+    "PACINGS",
     "TARGETS",
     "WEIGHTINGS",
     "AdaptivePacing",

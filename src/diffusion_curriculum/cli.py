@@ -240,7 +240,8 @@ def _study_config(args: argparse.Namespace, flags: dict[str, str]):
 
 
 def _cmd_study_convergence(args: argparse.Namespace) -> None:
-    from .study.convergence import ConvergenceRule, run_convergence_study
+    from .study.convergence import run_convergence_study
+    from .study.rule import ConvergenceRule
 
     flags = {
         "dataset": "data.dataset",

@@ -1,7 +1,17 @@
 """Group timesteps (or continuous noise levels) into contiguous clusters of denoising tasks.
 
-Clusters come back sorted by noise ascending: index 0 is the paper's C_1 (t near 0, the hardest
-tasks) and index N-1 is C_N (the noisiest, easiest tasks).
+This is the first step of the curriculum of Kim, Go, Kwon & Kim, "Denoising Task Difficulty-based
+Curriculum for Training Diffusion Models" (ICLR 2025, arXiv 2403.10348): the timesteps (or noise
+levels) are divided into N clusters C_1, ..., C_N, the difficulty of the denoising tasks rising
+from C_N (easiest, noisiest) to C_1 (hardest). Clusters come back sorted by noise ascending:
+index 0 is the paper's C_1 (t near 0) and index N-1 is C_N.
+
+The clusterings are contiguous intervals, as in the interval clustering of Go et al., "Addressing
+Negative Transfer in Diffusion Models" (ANT, NeurIPS 2023, arXiv 2306.00354), which splits the
+timesteps 1..T into k contiguous intervals minimising a sum of per-interval costs by dynamic
+programming (ANT offers timestep-, SNR- and gradient-based costs); its SNR-based cost is the
+``"snr"`` method here. ``"uniform"`` splits into equal timestep counts; ``"log_snr"`` and the
+continuous ``"quantile"`` split are this package's own.
 """
 
 from __future__ import annotations
@@ -29,16 +39,18 @@ CLUSTER_METHODS = ("uniform", "snr", "log_snr")
 def cluster_timesteps(schedule: DiscreteSchedule, n_clusters: int, method: str = "uniform") -> list[tuple[int, int]]:
     """Split timesteps 0..T-1 into ``n_clusters`` half-open intervals ``(start, stop)``.
 
-    Methods:
+    The clusters C_1..C_N of Kim et al. (arXiv 2403.10348), as indices 0..N-1 (0 = C_1, the
+    cleanest). Methods:
       - ``"uniform"``: equal counts; sizes differ by at most 1 (start_i = floor(i T / N)).
-      - ``"snr"``: the exact interval dynamic program of ANT (Go et al. 2023), minimising
-        sum over clusters of sum_t |SNR(t) - SNR(center)|, center the middle timestep.
+      - ``"snr"``: the exact interval dynamic program of ANT (Go et al. 2023, arXiv 2306.00354)
+        with its SNR-based cost, minimising sum over clusters of sum_t |SNR(t) - SNR(center)|,
+        center the middle timestep.
       - ``"log_snr"``: equal width in log-SNR; where a bin would hold no timestep its edge
         is moved by the fewest steps needed so that every cluster is non-empty.
     """
     T = schedule.T
     if not isinstance(n_clusters, int) or isinstance(n_clusters, bool):
-        raise TypeError(f"n_clusters must be an int, got {type(n_clusters).__name__}")
+        raise UserError(f"n_clusters must be an int, got {type(n_clusters).__name__}")
     if n_clusters < 1 or n_clusters > T:
         raise UserError(f"n_clusters must be between 1 and T={T}, got {n_clusters}")
     if method == "uniform":
@@ -53,8 +65,9 @@ def cluster_timesteps(schedule: DiscreteSchedule, n_clusters: int, method: str =
 
 
 def snr_cluster_cost(snr: Tensor, start: int, stop: int) -> float:
-    """ANT's cost of one cluster [start, stop): sum_t |SNR(t) - SNR(center)|, center the
-    middle timestep (the lower one for even sizes; for monotone SNR either gives the same cost)."""
+    """ANT's SNR-based cost (Go et al. 2023, arXiv 2306.00354) of one cluster [start, stop):
+    sum_t |SNR(t) - SNR(center)|, center the middle timestep (the lower one for even sizes; for
+    monotone SNR either gives the same cost)."""
     center = (start + stop - 1) // 2
     seg = snr[start:stop].to(torch.float64)
     return float((seg - snr[center]).abs().sum())
@@ -141,6 +154,9 @@ def cluster_noise_levels(
 ) -> list[tuple[float, float]]:
     """Split a continuous noise variable's range [lo, hi] into ``n_clusters`` intervals.
 
+    The continuous counterpart of :func:`cluster_timesteps`, for the noise levels (e.g. EDM's
+    sigma) that Kim et al. (arXiv 2403.10348) cluster as they do timesteps.
+
     ``"quantile"``: each interval holds equal probability mass under the training density,
     so every stage adds the same share of training draws. Sorted by noise ascending.
     """
@@ -152,5 +168,5 @@ def cluster_noise_levels(
     edges = density.icdf(u).tolist()
     edges[0], edges[-1] = float(density.lo), float(density.hi)
     if any(b <= a for a, b in itertools.pairwise(edges)):
-        raise UserError(f"{n_clusters} clusters are too many for this density: some quantiles coincide")
+        raise UserError(f"n_clusters={n_clusters} is too many for this density: some quantiles coincide")
     return [(edges[i], edges[i + 1]) for i in range(n_clusters)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .runs.atomic import write_atomic
 
 __all__ = ["Config", "ConfigError", "dotted_overrides", "dump_config", "load_config", "parse_override"]
 
@@ -297,6 +297,4 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 def dump_config(config: Config, path: Path) -> None:
     """Write the resolved config as YAML (every option, so a run can be repeated exactly), atomically:
     a kill mid-write must not leave a torn file that stops the run from being resumed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

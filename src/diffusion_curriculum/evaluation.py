@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,13 @@ from tqdm.auto import tqdm
 
 from .assembly import build_dataset, cache_dir, clusters_for
 from .config import Config, load_config
-from .data import HELDOUT_TEMPLATES, DatasetBundle, caption_for
+from .data import DatasetBundle
 from .errors import UserError
-from .generation import default_solver, generate
+from .metrics.directions import LOWER_IS_BETTER
 from .runs import checkpoints as ckpt
-from .sampling import load_run
+from .runs.atomic import write_atomic
+from .runs.loading import TrainedRun, load_trained
+from .sampling import SamplingSettings, sample_decoded
 
 __all__ = ["EvalSettings", "evaluate_run"]
 
@@ -105,31 +106,16 @@ def _reference_features(config: Config, data: DatasetBundle, extractor: _Extract
             pass  # a torn cache file is recomputed
     feats, _ = extractor(data.train)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(feats, tmp)
-    os.replace(tmp, file)
+    write_atomic(file, lambda f: torch.save(feats, f))
     return feats
 
 
-def _conditions(meta: dict[str, Any], data: DatasetBundle, n: int, device: torch.device):
-    """Fixed conditions: labels 0..K-1 in turn; for text, held-out caption templates of those labels."""
-    kind = meta["conditioning"]
-    if kind == "none":
+def _conditions(trained: TrainedRun, data: DatasetBundle, n: int, device: torch.device):
+    """Fixed conditions: labels 0..K-1 in turn (text: their captions in the held-out templates)."""
+    if trained.config.model.conditioning == "none":
         return None, None, None
     labels = torch.arange(n) % data.n_classes
-    if kind == "class":
-        null = torch.full_like(labels, meta["null_index"])
-        return {"class_labels": labels.to(device)}, {"class_labels": null.to(device)}, labels
-    from .data.text import TextEncoder
-
-    encoder = TextEncoder(meta["text_encoder"], cache_dir=cache_dir() / "text")
-    prompts = [caption_for(int(k), HELDOUT_TEMPLATES[i % len(HELDOUT_TEMPLATES)]) for i, k in enumerate(labels)]
-    hidden, mask = encoder.encode_cached([*prompts, ""])
-    cond = {"encoder_hidden_states": hidden[:n].to(device), "encoder_attention_mask": mask[:n].to(device)}
-    uncond = {
-        "encoder_hidden_states": hidden[n:].expand(n, -1, -1).to(device),
-        "encoder_attention_mask": mask[n:].expand(n, -1).to(device),
-    }
+    cond, uncond = trained.conditioner.for_labels(labels, device)
     return cond, uncond, labels
 
 
@@ -168,31 +154,31 @@ def evaluate_run(run: Path, *, all_checkpoints: bool = False, settings: EvalSett
     records = []
     targets = _targets(run, all_checkpoints)
     for target in tqdm(targets, desc="evaluate", disable=len(targets) < 2 or not settings.progress):
-        model, objective, meta = load_run(run, target)
-        model.to(device)
-        solver = default_solver(objective.name, settings.solver or config.sample.solver)
-        steps = settings.steps or config.sample.steps
-        guidance = settings.guidance_scale if settings.guidance_scale is not None else config.sample.guidance_scale
-        cond, uncond, labels = _conditions(meta, data, settings.n, device)
-        samples = generate(
+        trained = load_trained(run, target)
+        model, objective = trained.model.to(device), trained.objective
+        cond, uncond, labels = _conditions(trained, data, settings.n, device)
+        sampling = SamplingSettings.resolve(
+            objective,
+            config,
+            conditional=cond is not None,
+            solver=settings.solver,
+            steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+        )
+        samples = sample_decoded(
             model,
             objective,
-            tuple(meta["spec"]["data_shape"]),
+            config,
+            trained.data_shape,
             settings.n,
-            solver=solver,
-            steps=steps,
+            sampling,
             cond=cond,
-            uncond=uncond if meta["conditioning"] != "none" else None,
-            guidance_scale=guidance if meta["conditioning"] != "none" else 1.0,
-            generator=torch.Generator().manual_seed(settings.seed),
+            uncond=uncond,
+            seed=settings.seed,
             device=device,
             progress=settings.progress,
         ).cpu()
-        if meta.get("vae"):
-            from .data.latents import LatentCodec
-
-            samples = LatentCodec(meta["vae"], device).decode(samples.to(device)).cpu()
-        record: dict[str, Any] = {"step": int(meta["step"]), "checkpoint": target}
+        record: dict[str, Any] = {"step": trained.step, "checkpoint": target}
         bad = int((~torch.isfinite(samples.flatten(1))).any(1).sum())
         if bad:
             # A diverged model: no metric is meaningful, and saying so beats a crash or a made-up number.
@@ -200,17 +186,15 @@ def evaluate_run(run: Path, *, all_checkpoints: bool = False, settings: EvalSett
         elif data.kind == "image":
             record.update(_image_metrics(samples, reference, extractor, labels, settings))
         else:
-            record.update(_vector_metrics(samples, data, model, objective, config, settings, device))
+            record.update(_vector_metrics(samples, data, model, objective, config, settings))
         clusters = clusters_for(config)
-        record["heldout_cluster_loss"] = heldout_cluster_losses(
-            model, objective, data, meta, clusters, device, seed=settings.seed
-        )
+        record["heldout_cluster_loss"] = heldout_cluster_losses(trained, data, clusters, device, seed=settings.seed)
         record.update(
             n=settings.n,
             seed=settings.seed,
-            solver=solver,
-            steps=steps,
-            guidance_scale=guidance,
+            solver=sampling.solver,
+            steps=sampling.steps,
+            guidance_scale=sampling.guidance_scale,
             extractor=extractor.identity if extractor is not None else "exact",
         )
         records.append(record)
@@ -233,7 +217,7 @@ def _image_metrics(samples, reference, extractor, labels, settings) -> dict[str,
     return out
 
 
-def _vector_metrics(samples, data, model, objective, config, settings, device) -> dict[str, Any]:
+def _vector_metrics(samples, data, model, objective, config, settings) -> dict[str, Any]:
     from .metrics.synthetic import excess_denoising_error, vector_metrics
 
     g = torch.Generator().manual_seed(settings.seed)
@@ -258,10 +242,8 @@ def _levels_in(cluster: tuple, n: int, discrete: bool, g: torch.Generator) -> to
 
 @torch.no_grad()
 def heldout_cluster_losses(
-    model,
-    objective,
+    trained: TrainedRun,
     data: DatasetBundle,
-    meta: dict[str, Any],
     clusters: list[tuple],
     device: torch.device,
     *,
@@ -272,19 +254,13 @@ def heldout_cluster_losses(
     noise level, independent of whether the clusters it has not trained yet spoil its samples."""
     x0 = data.heldout[:max_items]
     n = x0.shape[0]
-    cond = None
-    if meta["conditioning"] == "class" and data.heldout_labels is not None:
-        cond = {"class_labels": data.heldout_labels[:n].to(device)}
-    elif meta["conditioning"] == "text" and data.heldout_captions is not None:
-        from .data.text import TextEncoder
-
-        encoder = TextEncoder(meta["text_encoder"], cache_dir=cache_dir() / "text")
-        hidden, mask = encoder.encode_cached(list(data.heldout_captions[:n]))
-        cond = {"encoder_hidden_states": hidden.to(device), "encoder_attention_mask": mask.to(device)}
-    if meta.get("vae"):
+    captions = None if data.heldout_captions is None else list(data.heldout_captions[:n])
+    labels = None if data.heldout_labels is None else data.heldout_labels[:n]
+    cond = trained.conditioner.for_items(labels, captions, device)
+    if trained.config.data.vae:
         from .data.latents import LatentCodec
 
-        x0 = LatentCodec(meta["vae"], device).encode(x0)
+        x0 = LatentCodec(trained.config.data.vae, device).encode(x0)
     x0 = x0.to(device)
     discrete = isinstance(clusters[0][0], int)
     out = []
@@ -292,27 +268,15 @@ def heldout_cluster_losses(
         g = torch.Generator().manual_seed(seed * 1000 + i)  # the same draws for every checkpoint
         levels = _levels_in(cluster, n, discrete, g)
         noise = torch.randn(x0.shape, generator=g).to(device)
-        out.append(float(objective.loss(model, x0, levels.to(device), noise, cond).mean()))
+        out.append(float(trained.objective.loss(trained.model, x0, levels.to(device), noise, cond).mean()))
     return out
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
-_PLOTTED = (
-    "fid",
-    "kid",
-    "precision",
-    "recall",
-    "class_accuracy",
-    "nll",
-    "sliced_wasserstein",
-    "mmd",
-    "excess_error_mean",
-)
+_PLOTTED = tuple(m for m in LOWER_IS_BETTER if m not in ("density", "coverage", "is_analogue"))
 
 
 def plot_eval(records: list[dict], path: Path, title: str = "") -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import json
 import multiprocessing
-import os
 import shutil
 import signal
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .runs.atomic import write_atomic
 
 __all__ = ["claim_folder", "imap_jobs", "mark_done"]
 
@@ -42,7 +42,7 @@ def imap_jobs(func: Callable[[tuple], Any], jobs: Sequence[tuple], workers: int)
 def claim_folder(out: Path, spec_file: str, text: str, what: str, overwrite: bool) -> None:
     """Make ``out`` the folder of the job set described by ``text`` (kept as ``out/spec_file``).
 
-    A folder that holds a different set is refused (a ValueError naming ``what``) unless
+    A folder that holds a different set is refused (a UserError naming ``what``) unless
     ``overwrite``, which empties it first; the same set is left as it is, so a restart resumes it.
     """
     saved = out / spec_file
@@ -51,14 +51,12 @@ def claim_folder(out: Path, spec_file: str, text: str, what: str, overwrite: boo
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(text)
+    write_atomic(saved, text)  # rewritten on every start: a kill must not leave it torn
 
 
 def mark_done(path: Path, record: dict[str, Any]) -> None:
     """Write a finished job's record as JSON, atomically: a restart skips the job only if this file is whole."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(record))
 
 
 def _die_with_parent() -> None:

@@ -18,10 +18,14 @@ name      noisy input                         network regresses                 
 ``edm``   c_in x with x = x0 + sigma eps      (x0 - c_skip x)/c_out             250 ln sigma
 ``flow``  (1-t) x0 + t eps                    eps - x0                          1000 t
 ========  ==================================  ================================  ============
+
+:data:`OBJECTIVES` names every objective :func:`make_objective` builds; the contract tests
+(tests/contract/) run their shared checks on each name and fail for one without example arguments there.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -42,6 +46,21 @@ def _per_sample(values: Tensor, x: Tensor, dtype: torch.dtype | None = None) -> 
     if values.ndim != 1 or values.shape[0] != x.shape[0]:
         raise UserError(f"levels must have shape ({x.shape[0]},), got {tuple(values.shape)}")
     return values.to(device=x.device, dtype=dtype or x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def _check_sigma_data(sigma_data: Any) -> float:
+    """``sigma_data`` as a float after checking that it is a finite number > 0."""
+    ok = isinstance(sigma_data, int | float) and not isinstance(sigma_data, bool) and math.isfinite(sigma_data)
+    if not (ok and sigma_data > 0):
+        raise UserError(f"sigma_data must be a finite number > 0, got {sigma_data!r}")
+    return float(sigma_data)
+
+
+def _batch_levels(levels: Tensor, x: Tensor) -> Tensor:
+    """Check that ``levels`` holds one noise level per sample of ``x`` (shape only: no device sync)."""
+    if not isinstance(levels, Tensor) or levels.ndim != 1 or levels.shape[0] != x.shape[0]:
+        raise UserError(f"levels must have shape ({x.shape[0]},), got {tuple(getattr(levels, 'shape', ()))}")
+    return levels
 
 
 def _levels(levels: Tensor) -> Tensor:
@@ -115,9 +134,11 @@ class DDPMObjective(Objective):
         sigma_data: float = 0.5,
     ) -> None:
         if name not in _PREDICTION_TYPES:
-            raise UserError(f"DDPMObjective predicts one of {tuple(_PREDICTION_TYPES)}, got {name!r}")
+            raise UserError(f"DDPMObjective's name must be one of {tuple(_PREDICTION_TYPES)}, got {name!r}")
+        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
+            raise UserError(f"num_train_timesteps must be a positive integer, got {num_train_timesteps!r}")
         self.name = self.target = name
-        self.sigma_data = float(sigma_data)
+        self.sigma_data = _check_sigma_data(sigma_data)
         self.num_train_timesteps = int(num_train_timesteps)
         self.beta_schedule = beta_schedule
         try:
@@ -150,6 +171,7 @@ class DDPMObjective(Objective):
 
     def loss(self, model: Any, x0: Tensor, levels: Tensor, noise: Tensor, cond: Any = None) -> Tensor:
         """MSE of the network output against eps, v (diffusers ``get_velocity``) or x0."""
+        _batch_levels(levels, x0)
         x = self.scheduler.add_noise(x0, noise, levels)
         if self.name == "eps":
             target = noise
@@ -161,6 +183,7 @@ class DDPMObjective(Objective):
 
     def predict_x0(self, model: Any, x: Tensor, levels: Tensor, cond: Any = None) -> Tensor:
         """Invert the parameterisation: x0 = (x - sqrt(1-a) eps)/sqrt(a), sqrt(a) x - sqrt(1-a) v, or x0."""
+        _batch_levels(levels, x)
         out = model(x, self.model_time(levels), cond)
         if self.name == "x0":
             return out
@@ -196,9 +219,7 @@ class EDMObjective(Objective):
         p_mean: float = -1.2,
         p_std: float = 1.2,
     ) -> None:
-        if not sigma_data > 0:
-            raise UserError(f"sigma_data must be > 0, got {sigma_data!r}")
-        self.sigma_data = float(sigma_data)
+        self.sigma_data = _check_sigma_data(sigma_data)
         self.density = EDMNoise(float(sigma_min), float(sigma_max), float(p_mean), float(p_std))
 
     @property
@@ -276,7 +297,7 @@ class FlowObjective(Objective):
     name = target = "flow"
 
     def __init__(self, sigma_data: float = 0.5, logit_mean: float = 0.0, logit_std: float | None = None) -> None:
-        self.sigma_data = float(sigma_data)
+        self.sigma_data = _check_sigma_data(sigma_data)
         self.density = FlowMatchingTime(
             logit_mean=float(logit_mean), logit_std=None if logit_std is None else float(logit_std)
         )

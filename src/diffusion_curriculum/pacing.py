@@ -3,6 +3,16 @@
 A pacing object sees one training loss per step through :meth:`update` and answers whether the
 stage should advance now; the sampler calls :meth:`reset` after each advance. Every pacing has
 ``state_dict``/``load_state_dict`` for exact resume.
+
+:class:`AdaptivePacing` is the adaptive pacing rule of Kim, Go, Kwon & Kim, "Denoising Task
+Difficulty-based Curriculum for Training Diffusion Models" (ICLR 2025, arXiv 2403.10348): the
+curriculum moves to its next stage once the training loss of the current stage has stopped
+improving for a maximum patience of tau iterations (``patience`` here). :class:`FixedPacing` and
+:class:`FunctionPacing` are ablation baselines; the latter uses the competence functions of
+Platanios et al. 2019, not the paper's rule.
+
+:data:`PACINGS` registers every pacing class by name; the contract tests (tests/contract/) run
+their shared checks on each registered class, so a new rule must be added there to be tested.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from typing import Any, Protocol
 from .errors import UserError
 
 __all__ = [
+    "PACINGS",
     "PACING_FUNCTIONS",
     "AdaptivePacing",
     "FixedPacing",
@@ -45,6 +56,11 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _is_real(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class FixedPacing:
     """Advance after a fixed number of steps per stage (one number, or one per stage)."""
 
@@ -52,6 +68,10 @@ class FixedPacing:
         if isinstance(steps_per_stage, int) and not isinstance(steps_per_stage, bool):
             self.steps_per_stage: tuple[int, ...] = (_positive_int("steps_per_stage", steps_per_stage),)
         else:
+            if not isinstance(steps_per_stage, Sequence) or isinstance(steps_per_stage, str):
+                raise UserError(
+                    f"steps_per_stage must be a positive integer or a sequence of them, got {steps_per_stage!r}"
+                )
             self.steps_per_stage = tuple(_positive_int("steps_per_stage", s) for s in steps_per_stage)
             if not self.steps_per_stage:
                 raise UserError("steps_per_stage must not be empty")
@@ -76,7 +96,12 @@ class FixedPacing:
 
 
 class AdaptivePacing:
-    """The paper's adaptive pacing: advance once the loss stops improving.
+    """The adaptive pacing of Kim et al. (arXiv 2403.10348): advance once the loss stops improving.
+
+    The paper moves to the next curriculum stage when the training loss has not improved for a
+    maximum patience of tau iterations, tau a fixed hyper-parameter; ``patience`` is that tau. The
+    EMA smoothing, ``min_delta`` and the per-stage cap ``max_steps_per_stage`` are additions of
+    this package, all off by default.
 
     Each observation (optionally EMA-smoothed with decay ``ema``) counts as an improvement when
     it is below the stage's best by more than ``min_delta``; the best is then updated and the
@@ -97,9 +122,9 @@ class AdaptivePacing:
         max_steps_per_stage: int | None = None,
     ) -> None:
         self.patience = _positive_int("patience", patience)
-        if not (isinstance(min_delta, int | float) and math.isfinite(min_delta) and min_delta >= 0):
+        if not (_is_real(min_delta) and min_delta >= 0):
             raise UserError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
-        if ema is not None and not (0.0 <= ema < 1.0):
+        if ema is not None and not (_is_real(ema) and 0.0 <= ema < 1.0):
             raise UserError(f"ema must be None or a decay in [0, 1), got {ema!r}")
         if max_steps_per_stage is not None:
             _positive_int("max_steps_per_stage", max_steps_per_stage)
@@ -158,6 +183,18 @@ class AdaptivePacing:
 PACING_FUNCTIONS = ("linear", "root", "geometric")
 
 
+def _check_kind(kind: Any) -> None:
+    if kind not in PACING_FUNCTIONS:
+        raise UserError(f"unknown pacing function kind {kind!r}; choose from {PACING_FUNCTIONS}")
+
+
+def _check_start_fraction(start_fraction: Any, *, allow_none: bool) -> None:
+    if start_fraction is None and allow_none:
+        return
+    if not (_is_real(start_fraction) and 0.0 < start_fraction <= 1.0):
+        raise UserError(f"start_fraction must lie in (0, 1], got {start_fraction!r}")
+
+
 def pacing_fraction(kind: str, step: int, total_steps: int, start_fraction: float) -> float:
     """Fraction of clusters unlocked at ``step`` for the competence-style pacing functions.
 
@@ -167,8 +204,9 @@ def pacing_fraction(kind: str, step: int, total_steps: int, start_fraction: floa
       geometric: c0^(1 - s)   (equal ratios between steps: 2^(s log2 1 + (1-s) log2 c0))
     All reach 1 at ``total_steps``.
     """
-    if kind not in PACING_FUNCTIONS:
-        raise UserError(f"unknown pacing function {kind!r}; choose from {PACING_FUNCTIONS}")
+    _check_kind(kind)
+    _positive_int("total_steps", total_steps)
+    _check_start_fraction(start_fraction, allow_none=False)
     s = min(max(step, 0) / total_steps, 1.0)
     c0 = start_fraction
     if kind == "linear":
@@ -186,12 +224,10 @@ class FunctionPacing:
     """
 
     def __init__(self, kind: str, total_steps: int, start_fraction: float | None = None) -> None:
-        if kind not in PACING_FUNCTIONS:
-            raise UserError(f"unknown pacing function {kind!r}; choose from {PACING_FUNCTIONS}")
+        _check_kind(kind)
         self.kind = kind
         self.total_steps = _positive_int("total_steps", total_steps)
-        if start_fraction is not None and not (0.0 < start_fraction <= 1.0):
-            raise UserError(f"start_fraction must lie in (0, 1], got {start_fraction!r}")
+        _check_start_fraction(start_fraction, allow_none=True)
         self.start_fraction = start_fraction
         self.step = 0
 
@@ -212,3 +248,13 @@ class FunctionPacing:
 
     def __repr__(self) -> str:
         return f"FunctionPacing({self.kind!r}, total_steps={self.total_steps})"
+
+
+PACINGS: dict[str, type] = {
+    "fixed": FixedPacing,
+    "adaptive": AdaptivePacing,
+    "function": FunctionPacing,
+}
+"""Every pacing class by name. The config's ``curriculum.pacing`` is ``adaptive``, ``fixed`` or one
+of :data:`PACING_FUNCTIONS` (each a :class:`FunctionPacing`). The contract tests in tests/contract/
+iterate over this registry and fail for a name that has no example arguments there."""

@@ -1,5 +1,19 @@
 """The curriculum sampler: draws training timesteps (or noise levels) from the unlocked clusters
-and moves through the stages as the pacing rule decides."""
+and moves through the stages as the pacing rule decides.
+
+This is the easy-to-hard training scheme of Kim, Go, Kwon & Kim, "Denoising Task Difficulty-based
+Curriculum for Training Diffusion Models" (ICLR 2025, arXiv 2403.10348): with the timesteps split
+into clusters C_1 (hardest) .. C_N (easiest) (:mod:`~diffusion_curriculum.clustering`), training
+starts on C_N alone and each stage adds the next harder cluster, the denoising tasks of a stage
+drawn uniformly from the union of its unlocked clusters; the stage advances when the pacing rule
+says so (the paper's adaptive pacing is :class:`~diffusion_curriculum.AdaptivePacing`). Once all
+N clusters are unlocked, training goes on uniformly over all timesteps, as in standard diffusion
+training. The other orders, the non-cumulative variant and continuous noise levels are ablations
+and extensions of this package.
+
+:data:`ORDERS` lists the named orders; the contract tests (tests/contract/) run their shared checks
+on a sampler for each, over the noise space of every objective.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +47,10 @@ def _distributed() -> bool:
 
 class CurriculumSampler:
     """Draw timesteps uniformly from the union of unlocked clusters; advance stages by pacing.
+
+    With ``order="easy_to_hard"`` and ``cumulative=True`` (the defaults) this is the cumulative
+    easy-to-hard curriculum of Kim et al. (arXiv 2403.10348): at stage n the draws come from the
+    n easiest clusters C_{N-n+1} .. C_N, and after the last stage uniformly from all timesteps.
 
     ``clusters`` are sorted by noise ascending (cluster 0 = the paper's C_1, hardest). Discrete
     clusters are ``(start, stop)`` integer intervals tiling 0..T-1; continuous ones are float
@@ -82,6 +100,8 @@ class CurriculumSampler:
         self.n_clusters = len(self.clusters)
         self.pacing = pacing
         self.order = order
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise UserError(f"seed must be an integer, got {seed!r}")
         self.seed = int(seed)
         self.cumulative = bool(cumulative)
         self.cluster_order = self._cluster_order()
@@ -91,6 +111,8 @@ class CurriculumSampler:
             self.n_stages = self.n_clusters if self.cumulative else self.n_clusters + 1
         if rank is None:
             rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if isinstance(rank, bool) or not isinstance(rank, int | np.integer) or rank < 0:
+            raise UserError(f"rank must be an integer >= 0, got {rank!r}")
         self.rank = int(rank)
         self.generator = torch.Generator().manual_seed(rank_seed(self.seed, self.rank))
         self.stage = 1
@@ -198,6 +220,8 @@ class CurriculumSampler:
         Draws use the sampler's own per-rank generator (saved in :meth:`state_dict`) unless
         a CPU ``generator`` is given. The result is moved to ``device``.
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+            raise UserError(f"batch_size must be an integer >= 0, got {batch_size!r}")
         g = self.generator if generator is None else generator
         if self.T is not None:
             idx = torch.randint(self._allowed.numel(), (batch_size,), generator=g)

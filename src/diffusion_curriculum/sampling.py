@@ -1,95 +1,96 @@
-"""Load a trained run (final model or checkpoint) and draw samples from it."""
+"""Sampling a model with its run's defaults: the one place that resolves the solver, steps and
+guidance of a run, generates, and decodes VAE latents back to data space. Used by the trainer's
+sample grids, ``diffusion-curriculum sample`` and evaluation."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .config import Config
 from .errors import UserError
 from .generation import default_solver, generate
-from .models import Denoiser, ModelSpec, build_model
-from .objectives import Objective, make_objective
-from .runs import checkpoints as ckpt
+from .objectives import Objective
+from .runs.loading import load_trained
 from .visual import save_image_grid
 
-__all__ = ["load_run", "sample_to_file"]
+__all__ = ["SamplingSettings", "sample_decoded", "sample_to_file"]
 
 
-def _model_dir(run: Path) -> Path:
-    if (run / "run.json").is_file():
-        return run
-    if (run / "model" / "run.json").is_file():
-        return run / "model"
-    raise FileNotFoundError(f"{run}: no trained model here (expected {run / 'model' / 'run.json'})")
+@dataclass(frozen=True)
+class SamplingSettings:
+    """The solver, step count and guidance scale one set of samples is drawn with."""
 
+    solver: str
+    steps: int
+    guidance_scale: float
 
-def load_run(run: Path, checkpoint: str | None = None) -> tuple[Denoiser, Objective, dict[str, Any]]:
-    """The EMA model, objective and metadata of a run folder, from its final model or a checkpoint."""
-    run = Path(run)
-    if checkpoint is None:
-        model_dir = _model_dir(run)
-        meta = json.loads((model_dir / "run.json").read_text())
-        model = Denoiser.from_pretrained(model_dir)
-    else:
-        if checkpoint == "latest":
-            path = ckpt.find_latest(run / "checkpoints")
-            if path is None:
-                raise FileNotFoundError(f"{run}: no intact checkpoint under {run / 'checkpoints'}")
-        else:
-            path = Path(checkpoint)
-            ckpt.verify(path)
-        state = ckpt.load_state(path)
-        meta = state["meta"]
-        spec = meta["spec"]
-        model = build_model(ModelSpec(**{**spec, "data_shape": tuple(spec["data_shape"])}))
-        model.load_state_dict(state["model"])
-        shadow = state["ema"]["shadow_params"]
-        with torch.no_grad():
-            for param, value in zip(model.parameters(), shadow, strict=True):
-                param.copy_(value)
-    model.eval()
-    return model, make_objective(**meta["objective"]), meta
-
-
-def _conditions(
-    meta: dict[str, Any], n: int, label: int | None, prompt: str | None, device: torch.device
-) -> tuple[dict | None, dict | None]:
-    kind = meta["conditioning"]
-    if kind == "none":
-        if label is not None or prompt is not None:
-            raise UserError("this model is unconditional: --label and --prompt do not apply")
-        return None, None
-    if kind == "class":
-        if prompt is not None:
-            raise UserError("this model is class-conditional: use --label, not --prompt")
-        n_classes = meta["null_index"]
-        if label is not None and not 0 <= label < n_classes:
-            raise UserError(f"--label {label}: this model knows labels 0..{n_classes - 1}")
-        labels = (torch.full((n,), label, dtype=torch.long) if label is not None else torch.arange(n) % n_classes).to(
-            device
+    @classmethod
+    def resolve(
+        cls,
+        objective: Objective,
+        config: Config,
+        *,
+        conditional: bool,
+        solver: str | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+    ) -> SamplingSettings:
+        """Each setting given here, else the run's ``sample`` section; guidance is 1 for unconditional models."""
+        scfg = config.sample
+        if not conditional and guidance_scale not in (None, 1.0):
+            raise UserError(f"guidance scale {guidance_scale}: guidance applies to conditional models only")
+        guidance = guidance_scale if guidance_scale is not None else scfg.guidance_scale
+        return cls(
+            default_solver(objective.name, solver or scfg.solver),
+            steps or scfg.steps,
+            guidance if conditional else 1.0,
         )
-        return {"class_labels": labels}, {"class_labels": torch.full_like(labels, n_classes)}
-    if label is not None:
-        raise UserError("this model is text-conditional: use --prompt, not --label")
-    if prompt is None:
-        raise UserError("this model is text-conditional: give --prompt")
-    from .data.text import TextEncoder
 
-    encoder = TextEncoder(meta["text_encoder"])
-    hidden, mask = encoder.encode([prompt, ""])
-    cond = {
-        "encoder_hidden_states": hidden[:1].expand(n, -1, -1),
-        "encoder_attention_mask": mask[:1].expand(n, -1),
-    }
-    uncond = {
-        "encoder_hidden_states": hidden[1:].expand(n, -1, -1),
-        "encoder_attention_mask": mask[1:].expand(n, -1),
-    }
-    return ({k: v.to(device) for k, v in cond.items()}, {k: v.to(device) for k, v in uncond.items()})
+
+@torch.no_grad()
+def sample_decoded(
+    model: Any,
+    objective: Objective,
+    config: Config,
+    data_shape: tuple[int, ...],
+    n: int,
+    settings: SamplingSettings,
+    *,
+    cond: dict | None = None,
+    uncond: dict | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    codec: Any = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """``n`` samples in data space: generated with ``settings`` from noise of ``seed``, then decoded
+    through the run's VAE (``codec``, or the one ``config.data.vae`` names) for latent-space runs."""
+    samples = generate(
+        model,
+        objective,
+        data_shape,
+        n,
+        solver=settings.solver,
+        steps=settings.steps,
+        cond=cond,
+        uncond=uncond if cond is not None else None,
+        guidance_scale=settings.guidance_scale,
+        generator=torch.Generator().manual_seed(seed),
+        device=device,
+        progress=progress,
+    )
+    if config.data.vae is None:
+        return samples
+    if codec is None:
+        from .data.latents import LatentCodec
+
+        codec = LatentCodec(config.data.vae, device)
+    return codec.decode(samples.to(device))
 
 
 def sample_to_file(
@@ -112,34 +113,35 @@ def sample_to_file(
     if out.suffix == ".png" and out.exists():
         raise UserError(f"--out {out} exists; choose another name")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, objective, meta = load_run(run, checkpoint)
-    model.to(device)
-    defaults = meta.get("sample", {})
-    solver = default_solver(objective.name, solver or defaults.get("solver", "ddim"))
-    cond, uncond = _conditions(meta, n, label, prompt, device)
-    samples = generate(
-        model,
-        objective,
-        tuple(meta["spec"]["data_shape"]),
-        n,
+    trained = load_trained(run, checkpoint)
+    if len(trained.data_shape) != 3 and out.suffix == ".png":
+        raise UserError("vector samples have no image grid: write them with an .npz --out")
+    trained.model.to(device)
+    cond, uncond = trained.conditioner.for_request(n, label, prompt, device)
+    settings = SamplingSettings.resolve(
+        trained.objective,
+        trained.config,
+        conditional=cond is not None,
         solver=solver,
-        steps=steps or defaults.get("steps", 50),
+        steps=steps,
+        guidance_scale=guidance_scale,
+    )
+    samples = sample_decoded(
+        trained.model,
+        trained.objective,
+        trained.config,
+        trained.data_shape,
+        n,
+        settings,
         cond=cond,
         uncond=uncond,
-        guidance_scale=guidance_scale if guidance_scale is not None else defaults.get("guidance_scale", 1.0),
-        generator=torch.Generator().manual_seed(seed),
+        seed=seed,
         device=device,
         progress=True,
     )
-    if meta.get("vae"):
-        from .data.latents import LatentCodec
-
-        samples = LatentCodec(meta["vae"], device).decode(samples)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
         np.savez(out, samples=samples.cpu().numpy())
-    elif samples.dim() == 4:
-        save_image_grid(samples, out)
     else:
-        raise UserError("vector samples have no image grid: write them with an .npz --out")
+        save_image_grid(samples, out)
     return out

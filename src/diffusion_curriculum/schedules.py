@@ -137,8 +137,10 @@ class EDMNoise:
     def __post_init__(self) -> None:
         if not (0 < self.sigma_min < self.sigma_max) or not math.isfinite(self.sigma_max):
             raise UserError("EDMNoise needs 0 < sigma_min < sigma_max < inf")
-        if self.p_std <= 0:
-            raise UserError("EDMNoise needs p_std > 0")
+        if not (math.isfinite(self.p_std) and self.p_std > 0):
+            raise UserError(f"EDMNoise needs a finite p_std > 0, got {self.p_std!r}")
+        if not math.isfinite(self.p_mean):
+            raise UserError(f"EDMNoise needs a finite p_mean, got {self.p_mean!r}")
 
     @property
     def lo(self) -> float:
@@ -191,8 +193,10 @@ class FlowMatchingTime:
     def __post_init__(self) -> None:
         if not (0.0 <= self.lo < self.hi <= 1.0):
             raise UserError("FlowMatchingTime needs 0 <= lo < hi <= 1")
-        if self.logit_std is not None and self.logit_std <= 0:
-            raise UserError("FlowMatchingTime needs logit_std > 0 (or None for uniform)")
+        if self.logit_std is not None and not (math.isfinite(self.logit_std) and self.logit_std > 0):
+            raise UserError(f"FlowMatchingTime needs a finite logit_std > 0 (or None), got {self.logit_std!r}")
+        if not math.isfinite(self.logit_mean):
+            raise UserError(f"FlowMatchingTime needs a finite logit_mean, got {self.logit_mean!r}")
 
     def _raw_cdf(self, t: Tensor) -> Tensor:
         t = torch.as_tensor(t, dtype=_F64)

@@ -14,10 +14,14 @@ target     what the network's loss compares              factor(snr)
 ``flow``   velocity eps - x0, x_t = (1-t) x0 + t eps     (1 + sqrt(snr))^2     (= 1/t^2)
 =========  ============================================  ====================================
 
-x0-space weights: Min-SNR-gamma min(snr, gamma); soft-min-SNR gamma snr/(gamma + snr), which is
-k-diffusion's ``soft-min-snr`` (sigma sigma_d)^2/(sigma^2 + sigma_d^2)^2 on F when
-gamma = 1/sigma_d^2; P2 snr/(k + snr)^gamma (Choi et al.: 1/(k + snr)^gamma on eps); EDM
-lambda(sigma) = 1/sigma_data^2 + snr. ``none`` is weight 1 on whatever target is trained.
+x0-space weights: Min-SNR-gamma min(snr, gamma) (Hang et al. 2023, arXiv 2303.09556); soft-min-SNR
+gamma snr/(gamma + snr), which is k-diffusion's ``soft-min-snr`` (sigma sigma_d)^2/(sigma^2 + sigma_d^2)^2
+on F when gamma = 1/sigma_d^2; P2 snr/(k + snr)^gamma (Choi et al. 2022, arXiv 2204.00227:
+1/(k + snr)^gamma on eps); EDM lambda(sigma) = 1/sigma_data^2 + snr (Karras et al. 2022,
+arXiv 2206.00364). ``none`` is weight 1 on whatever target is trained.
+
+:data:`WEIGHTINGS` registers every weighting by name; the contract tests (tests/contract/) run their
+shared checks on each entry and every target in :data:`TARGETS`.
 
 SNR is clamped to [1e-30, 1e30] in float64 before any division, so zero-terminal SNR (0) and a
 clean t=0 (inf) give the finite limits instead of NaN or inf.
@@ -25,6 +29,7 @@ clean t=0 (inf) give the finite limits instead of NaN or inf.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +62,19 @@ def _clamped_snr(snr: Tensor) -> Tensor:
     return snr.clamp(_SNR_MIN, _SNR_MAX)
 
 
+def _is_real(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_sigma_data(sigma_data: Any) -> None:
+    if not (_is_real(sigma_data) and sigma_data > 0):
+        raise UserError(f"sigma_data must be a finite number > 0, got {sigma_data!r}")
+
+
 def target_factor(snr: Tensor, target: str, sigma_data: float = 0.5) -> Tensor:
     """||target error||^2 / ||x0 error||^2 at the given SNR (float64); see the module table."""
+    _check_sigma_data(sigma_data)
     snr = _clamped_snr(snr)
     if target == "eps":
         return snr
@@ -92,6 +108,7 @@ class Weighting:
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """Per-sample weights for the MSE on ``target`` at these SNRs, on ``snr``'s device."""
+        _check_sigma_data(sigma_data)
         device = torch.as_tensor(snr).device
         w = self.target_weight(_clamped_snr(snr), target, sigma_data)
         return w.to(device=device, dtype=dtype)
@@ -106,14 +123,15 @@ class Unweighted(Weighting):
         return torch.ones_like(snr)
 
 
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise UserError(f"{name} must be > 0, got {value!r}")
+def _positive(name: str, value: Any) -> None:
+    if not (_is_real(value) and value > 0):
+        raise UserError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 @dataclass(frozen=True)
 class MinSNR(Weighting):
-    """Min-SNR-gamma (Hang et al. 2023): x0-space weight min(snr, gamma)."""
+    """Min-SNR-gamma (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
+    Strategy", arXiv 2303.09556): x0-space weight min(snr, gamma)."""
 
     gamma: float = 5.0
 
@@ -142,15 +160,16 @@ class SoftMinSNR(Weighting):
 
 @dataclass(frozen=True)
 class P2(Weighting):
-    """P2 (Choi et al. 2022): eps-space weight 1/(k + snr)^gamma, i.e. x0-space snr/(k + snr)^gamma."""
+    """P2 (Choi et al. 2022, "Perception Prioritized Training of Diffusion Models", arXiv 2204.00227):
+    eps-space weight 1/(k + snr)^gamma, i.e. x0-space snr/(k + snr)^gamma."""
 
     k: float = 1.0
     gamma: float = 1.0
 
     def __post_init__(self) -> None:
         _positive("k", self.k)
-        if self.gamma < 0:
-            raise UserError(f"gamma must be >= 0, got {self.gamma!r}")
+        if not (_is_real(self.gamma) and self.gamma >= 0):
+            raise UserError(f"gamma must be a finite number >= 0, got {self.gamma!r}")
 
     def x0_weight(self, snr: Tensor, sigma_data: float) -> Tensor:
         return snr * (self.k + snr) ** -self.gamma
@@ -159,12 +178,16 @@ class P2(Weighting):
 @dataclass(frozen=True)
 class EDMWeighting(Weighting):
     """EDM's lambda(sigma) = (sigma^2 + sigma_data^2)/(sigma sigma_data)^2 on the x0 error
-    (= 1 on the ``edm`` target). sigma_data comes from the call, shared with the target."""
+    (= 1 on the ``edm`` target), from Karras et al. 2022, "Elucidating the Design Space of
+    Diffusion-Based Generative Models" (arXiv 2206.00364). sigma_data comes from the call, shared
+    with the target."""
 
     def x0_weight(self, snr: Tensor, sigma_data: float) -> Tensor:
         return 1.0 / sigma_data**2 + snr
 
 
+# The registry of weightings by name, read by make_weighting and the config; the contract tests in
+# tests/contract/ run their checks on every entry (and fail for one without example parameters there).
 WEIGHTINGS: dict[str, type[Weighting]] = {
     "none": Unweighted,
     "min_snr": MinSNR,

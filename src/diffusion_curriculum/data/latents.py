@@ -7,12 +7,12 @@ encoding is deterministic); they are cached on disk keyed by the VAE's files and
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
 
 from ..errors import DataError
+from ..runs.atomic import write_atomic
 
 __all__ = ["LatentCodec"]
 
@@ -79,7 +79,5 @@ class LatentCodec:
                 pass  # a torn cache file: recompute and replace it
         latents = self.encode(images)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(latents, tmp)
-        os.replace(tmp, file)
+        write_atomic(file, lambda f: torch.save(latents, f))
         return latents

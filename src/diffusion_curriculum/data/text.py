@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import UserError
+from ..runs.atomic import write_atomic
 
 __all__ = ["TextEncoder", "unique_caption_table"]
 
@@ -128,7 +128,5 @@ class TextEncoder:
             hidden, mask = self.encode(unique)
             table = {"captions": unique, "hidden": hidden, "mask": mask}
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = file.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(table, tmp)
-            os.replace(tmp, file)  # atomic: a concurrent reader sees the old file or the whole new one
+            write_atomic(file, lambda f: torch.save(table, f))  # a concurrent reader sees the old or the new file
         return table["hidden"][index], table["mask"][index]

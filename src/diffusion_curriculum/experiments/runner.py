@@ -18,6 +18,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..jobs import claim_folder, imap_jobs, mark_done
+from ..metrics.directions import lower_is_better
 from ..runs import checkpoints as ckpt
 from .grid import GridConfig, RunSpec, load_grid
 
@@ -51,14 +52,7 @@ def _machine() -> dict[str, Any]:
 def _primary_metric(grid: GridConfig) -> tuple[str, bool]:
     """The sample-quality metric speed-ups are measured on, and whether lower is better."""
     if grid.primary_metric:
-        return grid.primary_metric, grid.primary_metric not in (
-            "precision",
-            "recall",
-            "density",
-            "coverage",
-            "class_accuracy",
-            "is_analogue",
-        )
+        return grid.primary_metric, lower_is_better(grid.primary_metric)
     from ..config import load_config
 
     dataset = load_config(overrides={"data.dataset": grid.base.get("data", {}).get("dataset", "digits")}).data.dataset

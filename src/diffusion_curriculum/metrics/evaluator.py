@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..data import load_dataset
 from ..errors import UserError
+from ..runs.atomic import write_atomic
 
 __all__ = [
     "EVALUATOR_DATASETS",
@@ -234,11 +233,7 @@ def _deterministic() -> Iterator[None]:
 
 def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest atomically, keys sorted, so an interrupted fit never leaves it half-written."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; the manifest ships with the package
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def fit_evaluator(

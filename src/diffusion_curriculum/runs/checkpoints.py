@@ -23,6 +23,8 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..fault_injection import checkpoint_write_delay_s
+from .atomic import write_atomic
 
 __all__ = [
     "CheckpointError",
@@ -38,9 +40,7 @@ __all__ = [
 
 _PREFIX = "step_"
 MANIFEST = "manifest.json"
-# Testing hook (fault injection, tests/reliability): seconds to sleep after writing each checkpoint
-# file, so that a kill can be made to land while a checkpoint is being written. Read once, here.
-_SAVE_DELAY_S = float(os.environ.get("DIFFUSION_CURRICULUM_TEST_SAVE_DELAY", "0"))
+_SAVE_DELAY_S = checkpoint_write_delay_s()  # a testing hook: see fault_injection
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
@@ -77,10 +77,7 @@ def _discard(path: Path) -> None:
 
 def save_file(obj: Any, path: Path) -> None:
     """torch.save with fsync, so a published checkpoint's bytes are on disk."""
-    with path.open("wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    write_atomic(path, lambda f: torch.save(obj, f), fsync=True)
     if _SAVE_DELAY_S:
         time.sleep(_SAVE_DELAY_S)
 
@@ -98,10 +95,7 @@ def publish(root: Path, step: int, world_size: int) -> Path:
         "world_size": world_size,
         "files": {name: sha256_file(staging / name) for name in names},
     }
-    with (staging / MANIFEST).open("w") as f:
-        json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
+    write_atomic(staging / MANIFEST, json.dumps(manifest, indent=1), fsync=True)
     final = checkpoint_dir(root, step)
     if final.exists():  # re-saving the same step (e.g. the end of a resumed, finished run)
         _discard(final)

@@ -10,82 +10,23 @@ parallel worker processes.
 from __future__ import annotations
 
 import json
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
 
 from ..config import Config, ConfigError
-from ..errors import UserError
 from ..jobs import claim_folder, imap_jobs, mark_done
 from ..runs import checkpoints as ckpt
+from .rule import ConvergenceRule
 
-__all__ = ["ConvergenceRule", "convergence_step", "run_convergence_study", "smooth"]
+__all__ = ["run_convergence_study"]
 
 DONE = "done.json"
-
-
-@dataclass(frozen=True)
-class ConvergenceRule:
-    """When a loss curve counts as converged.
-
-    The curve is smoothed by a centred moving average of ``window`` logged points (None: 2% of the
-    curve, at least 1). Its plateau is the mean raw loss over the last ``plateau_fraction`` of the
-    curve, its drop ``|first raw loss - plateau|``. The convergence step is the first logged step at
-    which the smoothed loss lies within ``tolerance`` x drop of the plateau: with the default 0.05,
-    the step by which 95% of the run's total improvement was made.
-    """
-
-    tolerance: float = 0.05
-    window: int | None = None
-    plateau_fraction: float = 0.2
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.tolerance < 1.0:
-            raise UserError(f"tolerance must lie in (0, 1), got {self.tolerance}")
-        if self.window is not None and self.window < 1:
-            raise UserError(f"window must be a positive number of logged points, got {self.window}")
-        if not 0.0 < self.plateau_fraction <= 1.0:
-            raise UserError(f"plateau_fraction must lie in (0, 1], got {self.plateau_fraction}")
-
-    def window_for(self, n: int) -> int:
-        """The smoothing window used for a curve of n points."""
-        return self.window if self.window is not None else max(1, round(0.02 * n))
-
-
-def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average over ``window`` points; the window shrinks symmetrically at the ends,
-    so the result has no lag (an EMA would delay every convergence step by its time constant)."""
-    values = np.asarray(values, dtype=np.float64)
-    n = values.size
-    half = (int(window) - 1) // 2
-    csum = np.concatenate([[0.0], np.cumsum(values)])
-    idx = np.arange(n)
-    radius = np.minimum(half, np.minimum(idx, n - 1 - idx))
-    return (csum[idx + radius + 1] - csum[idx - radius]) / (2 * radius + 1)
-
-
-def convergence_step(steps: np.ndarray, losses: np.ndarray, rule: ConvergenceRule | None = None) -> dict[str, float]:
-    """Apply ``rule`` to one loss curve: its convergence step, plateau, drop and first loss."""
-    rule = rule or ConvergenceRule()
-    steps, losses = np.asarray(steps), np.asarray(losses, dtype=np.float64)
-    if steps.shape != losses.shape or steps.size == 0:
-        raise UserError(f"need equally long, non-empty steps and losses, got {steps.shape} and {losses.shape}")
-    if not np.isfinite(losses).all():
-        raise UserError("the loss curve holds NaN or inf values")
-    n_tail = max(1, math.ceil(rule.plateau_fraction * losses.size))
-    plateau = float(losses[-n_tail:].mean())
-    drop = abs(float(losses[0]) - plateau)
-    smoothed = smooth(losses, rule.window_for(losses.size))
-    within = np.abs(smoothed - plateau) <= rule.tolerance * drop
-    first = int(np.argmax(within)) if within.any() else losses.size - 1
-    return {"converged_step": int(steps[first]), "plateau": plateau, "drop": drop, "first_loss": float(losses[0])}
 
 
 # ----- one job: train on one interval, measure, mark done -----------------------------------------
@@ -109,15 +50,17 @@ def _heldout_measure(run_dir: Path, config: Config, interval: tuple) -> tuple[st
     from ..assembly import build_dataset
     from ..evaluation import heldout_cluster_losses
     from ..metrics.synthetic import excess_denoising_error
-    from ..sampling import load_run
+    from ..runs.loading import load_trained
 
-    model, objective, meta = load_run(run_dir)
+    trained = load_trained(run_dir)
     data = build_dataset(config)
     if data.gmm is not None and config.model.conditioning == "none":
         g = torch.Generator().manual_seed(config.seed)
-        value = excess_denoising_error(model, objective, data.gmm, [interval], n_per_cluster=4096, generator=g)[0]
+        value = excess_denoising_error(
+            trained.model, trained.objective, data.gmm, [interval], n_per_cluster=4096, generator=g
+        )[0]
         return "excess_error", value
-    value = heldout_cluster_losses(model, objective, data, meta, [interval], torch.device("cpu"), seed=config.seed)[0]
+    value = heldout_cluster_losses(trained, data, [interval], torch.device("cpu"), seed=config.seed)[0]
     return "heldout_loss", value
 
 

@@ -1,4 +1,8 @@
-"""The study's outputs: study.jsonl (every number), PNG figures and study.md (the finding in one sentence)."""
+"""The study's outputs: study.jsonl (every number), PNG figures and study.md (the finding in one sentence).
+
+study.md is built with the comparison report's document model (:mod:`..experiments.report.document`); the
+convergence rule comes from :mod:`.rule`.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .convergence import ConvergenceRule, convergence_step, smooth
+from ..experiments.report.document import Block, BulletList, Heading, Image, Para, Table, to_markdown
+from .rule import ConvergenceRule, convergence_step, smooth
 
 __all__ = ["spearman", "write_convergence_outputs", "write_entropy_outputs"]
 
@@ -171,32 +176,36 @@ def _plot_curves(path: Path, runs: list[dict], K: int) -> None:
 
 
 def _convergence_markdown(path: Path, meta: dict[str, Any], summary: list[dict], rule: ConvergenceRule) -> None:
-    lines = [
-        "# Convergence per timestep interval",
-        "",
-        meta["finding"],
-        "",
-        f"Data `{meta['dataset']}`, model `{meta['model']}`, objective `{meta['objective']}`, "
-        f"{meta['intervals']} {meta['clustering']} intervals, {meta['max_steps']} steps at batch "
-        f"{meta['batch_size']} per interval, seeds {meta['seeds']}; wall time {meta['wall_s']:.0f} s (this "
-        f"invocation, {meta['workers']} worker(s)); the runs took {meta['runs_wall_s']:.0f} s in all "
-        "(their own wall times summed, including any earlier invocation).",
-        "",
-        f"Rule: centred moving average over {rule.window or '2% of the'} logged points; plateau = mean loss over "
-        f"the last {rule.plateau_fraction:.0%} of the run; converged at the first step where the smoothed loss is "
-        f"within {rule.tolerance:.0%} of the total drop from the plateau.",
-        "",
-        f"| interval | range | steps to converge | final loss | {_MEASURE_LABELS[summary[0]['measure']]} |",
-        "|---|---|---|---|---|",
+    rows = [
+        [
+            f"C_{s['interval'] + 1}",
+            _span(s["range"]),
+            f"{s['converged_step_mean']:.0f} ± {s['converged_step_std']:.0f}",
+            f"{s['final_loss_mean']:.4g} ± {s['final_loss_std']:.2g}",
+            f"{s['heldout_mean']:.4g} ± {s['heldout_std']:.2g}",
+        ]
+        for s in summary
     ]
-    for s in summary:
-        lines.append(
-            f"| C_{s['interval'] + 1} | {_span(s['range'])} | {s['converged_step_mean']:.0f} ± "
-            f"{s['converged_step_std']:.0f} | {s['final_loss_mean']:.4g} ± {s['final_loss_std']:.2g} | "
-            f"{s['heldout_mean']:.4g} ± {s['heldout_std']:.2g} |"
-        )
-    lines += ["", "![convergence](convergence.png)", "", "![loss curves](loss_curves.png)", ""]
-    path.write_text("\n".join(lines))
+    blocks: list[Block] = [
+        Heading(1, "Convergence per timestep interval"),
+        Para(meta["finding"]),
+        Para(
+            f"Data `{meta['dataset']}`, model `{meta['model']}`, objective `{meta['objective']}`, "
+            f"{meta['intervals']} {meta['clustering']} intervals, {meta['max_steps']} steps at batch "
+            f"{meta['batch_size']} per interval, seeds {meta['seeds']}; wall time {meta['wall_s']:.0f} s (this "
+            f"invocation, {meta['workers']} worker(s)); the runs took {meta['runs_wall_s']:.0f} s in all "
+            "(their own wall times summed, including any earlier invocation)."
+        ),
+        Para(
+            f"Rule: centred moving average over {rule.window or '2% of the'} logged points; plateau = mean loss over "
+            f"the last {rule.plateau_fraction:.0%} of the run; converged at the first step where the smoothed loss is "
+            f"within {rule.tolerance:.0%} of the total drop from the plateau."
+        ),
+        Table(["interval", "range", "steps to converge", "final loss", _MEASURE_LABELS[summary[0]["measure"]]], rows),
+        Image(path.parent / "convergence.png", alt="convergence"),
+        Image(path.parent / "loss_curves.png", alt="loss curves"),
+    ]
+    path.write_text(to_markdown(blocks, path.parent))
 
 
 # ----- entropy ----------------------------------------------------------------------------------
@@ -228,22 +237,19 @@ def write_entropy_outputs(out: Path, meta: dict[str, Any], records: list[dict[st
     meta = {**meta, "finding": headline, "findings": findings}
     _write_lines(out / "study.jsonl", [meta, *({"kind": "kl", **r} for r in records)])
     _plot_kl(out / "kl.png", curves, meta)
-    lines = [
-        "# Relative entropy between consecutive marginals",
-        "",
-        headline,
-        "",
-        *(f"- {f}" for f in findings),
-        "",
-        f"Data `{meta['dataset']}` ({meta['n_items']} training items, dimension {meta['dim']}), "
-        f"{meta['beta_schedule']} schedule with T = {meta['T']}, seeds {meta['seeds']}, {meta['mc_samples']} Monte "
-        f"Carlo draws per t; wall time {meta['wall_s']:.0f} s. Time is paper time: t = 0 is the data, the "
-        "trainer's timestep i is t = i + 1.",
-        "",
-        "![KL versus t](kl.png)",
-        "",
+    blocks: list[Block] = [
+        Heading(1, "Relative entropy between consecutive marginals"),
+        Para(headline),
+        BulletList(findings),
+        Para(
+            f"Data `{meta['dataset']}` ({meta['n_items']} training items, dimension {meta['dim']}), "
+            f"{meta['beta_schedule']} schedule with T = {meta['T']}, seeds {meta['seeds']}, {meta['mc_samples']} Monte "
+            f"Carlo draws per t; wall time {meta['wall_s']:.0f} s. Time is paper time: t = 0 is the data, the "
+            "trainer's timestep i is t = i + 1."
+        ),
+        Image(out / "kl.png", alt="KL versus t"),
     ]
-    (out / "study.md").write_text("\n".join(lines))
+    (out / "study.md").write_text(to_markdown(blocks, out))
     return meta
 
 

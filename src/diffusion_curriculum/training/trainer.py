@@ -1,19 +1,19 @@
-"""The training loop: data, model, objective and weighting around the curriculum sampler.
+"""The training loop: data, model, objective and weighting around the timestep sampler.
 
-One process or many (Accelerate / torchrun; gloo on CPU). The loop owns no curriculum logic:
-the sampler decides which noise levels are drawn and when stages advance, the weighting how much
-each sample counts, the objective what the network predicts.
+One process or many (Accelerate / torchrun; gloo on CPU). The loop owns no curriculum logic: the
+sampler decides which noise levels are drawn and when stages advance, the weighting how much each
+sample counts, the objective what the network predicts. Building those from the config is
+:mod:`..assembly`'s job, the run folder's rules are :mod:`..runs`', and conditioning is
+:mod:`..conditioning`'s; this module holds the loop and its checkpoint state.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,28 +26,32 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from ..assembly import build_dataset, build_objective, build_sampler, build_weighting, cache_dir
+from ..conditioning import Conditioner, TrainingConditions
 from ..config import Config, dump_config, load_config
 from ..data import DatasetBundle
 from ..errors import ConfigError, RunError, TrainingDiverged
-from ..generation import default_solver, generate
+from ..fault_injection import nan_steps
 from ..models import Denoiser, ModelSpec, build_model
 from ..runs import checkpoints as ckpt
+from ..runs.export import save_final_model
+from ..runs.layout import (
+    CHECKPOINTS,
+    CONFIG,
+    METRICS,
+    SAMPLES,
+    check_folder,
+    check_same_run,
+    remove_run_files,
+    truncate_log,
+)
+from ..runs.loading import run_meta
 from ..sampler import rank_seed
+from ..sampling import SamplingSettings, sample_decoded
 from ..visual import save_samples
 from ..weighting import Weighting
+from .run_log import RunLog
 
 __all__ = ["Trainer", "train", "train_or_resume"]
-
-# Artefacts a run writes into its folder; --overwrite removes exactly these.
-RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "samples", "model", "pipeline", "tensorboard")
-
-# Testing hook (fault injection, tests/reliability): comma-separated steps at which the loss is made
-# NaN, "5,6" on every rank, "7@1" on rank 1 only. Read once when a Trainer is built.
-FAULT_NAN_STEPS_ENV = "DIFFUSION_CURRICULUM_FAULT_NAN_STEPS"
-
-# Config keys a resume may change: where the run folder lives (it may have been moved or copied), and
-# what bounds or guards the run without changing what it computes.
-RESUMABLE_KEYS = ("out", "train.max_steps", "train.max_bad_steps", "train.dist_timeout_s")
 
 
 def _resolve_precision(precision: str) -> str:
@@ -59,33 +63,6 @@ def _resolve_precision(precision: str) -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "no"
-
-
-@dataclass
-class _Conditioning:
-    """Per-item conditioning kept on the device, and how to drop it for classifier-free guidance."""
-
-    kind: str
-    labels: torch.Tensor | None = None  # (N,) class labels, or indices into the caption table
-    null_index: int = 0
-    table_hidden: torch.Tensor | None = None  # text: (U+1, L, D), last row the empty caption
-    table_mask: torch.Tensor | None = None
-
-    def batch(self, idx: torch.Tensor, drop: torch.Tensor | None) -> dict[str, torch.Tensor] | None:
-        if self.kind == "none":
-            return None
-        ids = self.labels[idx]
-        if drop is not None:
-            ids = torch.where(drop, torch.full_like(ids, self.null_index), ids)
-        return self.lookup(ids)
-
-    def lookup(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.kind == "class":
-            return {"class_labels": ids}
-        return {
-            "encoder_hidden_states": self.table_hidden[ids],
-            "encoder_attention_mask": self.table_mask[ids],
-        }
 
 
 class Trainer:
@@ -111,7 +88,7 @@ class Trainer:
         self.local_batch = config.train.batch_size // self.world
         # Check the folder now but write to it only once everything below has loaded: a bad data
         # path or model option must not cost an --overwrite'd run its files.
-        self._check_folder(resume, overwrite)
+        check_folder(self.out, resume, overwrite)
 
         self.data: DatasetBundle = build_dataset(config)
         if self.data.skipped:
@@ -129,8 +106,13 @@ class Trainer:
             train_x = self.codec.encode_cached(train_x, cache_dir() / "latents", tag)
         self.train_x = train_x.to(self.device)  # in-memory data sets live on the device
         self.model_shape = tuple(self.train_x.shape[1:])
-        self.text_encoder = None
-        self.cond = self._build_conditioning()
+        self.conditioner = Conditioner(
+            config.model.conditioning,
+            n_classes=self.data.n_classes if config.model.conditioning == "class" else 0,
+            text_encoder=config.model.text_encoder,
+            cache_dir=cache_dir() / "text",
+        )
+        self.conditions = TrainingConditions(self.conditioner, self.data, config.data.dataset, self.device)
 
         torch.manual_seed(rank_seed(config.seed, 0))  # model init: identical on every rank
         self.spec = ModelSpec(
@@ -139,7 +121,7 @@ class Trainer:
             data_shape=self.model_shape,
             conditioning=config.model.conditioning,
             n_classes=self.data.n_classes if config.model.conditioning == "class" else 0,
-            text_dim=self.text_encoder.hidden_size if self.text_encoder is not None else 0,
+            text_dim=self.conditioner.encoder.hidden_size if config.model.conditioning == "text" else 0,
         )
         model = build_model(self.spec).to(self.device)
         if config.train.channels_last and self.train_x.ndim == 4:
@@ -166,7 +148,7 @@ class Trainer:
         self.data_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 1, self.rank))
         self.noise_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 2, self.rank))
         self.drop_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 3, self.rank))
-        self.fault_steps = _fault_steps(os.environ.get(FAULT_NAN_STEPS_ENV, ""), self.rank)
+        self.fault_steps = nan_steps(self.rank)
         self.step = 0
         self.skipped_steps = 0  # steps whose loss was NaN or inf, over the whole run
         self.bad_streak = 0  # consecutive such steps up to now
@@ -181,57 +163,14 @@ class Trainer:
     def _unwrapped(self) -> Denoiser:
         return self.accelerator.unwrap_model(self.model)
 
-    def _check_folder(self, resume: str | None, overwrite: bool) -> None:
-        """Refuse a run folder that is a file or holds another run (unless asked to); writes nothing."""
-        existing = next((p for p in (self.out, *self.out.parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            raise RunError(f"--out {self.out}: {existing} is a file, not a folder")
-        holds_run = (self.out / "config.yaml").exists() or (self.out / "checkpoints").exists()
-        if resume is not None and overwrite:
-            raise RunError("--resume and --overwrite contradict each other; choose one")
-        if holds_run and resume is None and not overwrite:
-            raise RunError(
-                f"{self.out} already holds a run; pass --resume latest to continue it or --overwrite to replace it"
-            )
-        if resume is not None and not holds_run:
-            raise RunError(f"--resume: {self.out} holds no run to resume")
-
     def _claim_folder(self, overwrite: bool) -> None:
         """Start the run's files: empty the folder's run artefacts if overwriting, write config.yaml."""
         if self.accelerator.is_main_process:
             if overwrite:
-                for name in RUN_FILES:
-                    target = self.out / name
-                    if target.is_dir():
-                        shutil.rmtree(target)
-                    elif target.exists():
-                        target.unlink()
+                remove_run_files(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
-            dump_config(self.config, self.out / "config.yaml")
+            dump_config(self.config, self.out / CONFIG)
         self.accelerator.wait_for_everyone()
-
-    def _build_conditioning(self) -> _Conditioning:
-        kind = self.config.model.conditioning
-        if kind == "none":
-            return _Conditioning("none")
-        if kind == "class":
-            if self.data.train_labels is None:
-                raise ConfigError(f"model.conditioning: data set {self.config.data.dataset!r} has no class labels")
-            return _Conditioning("class", self.data.train_labels.to(self.device), null_index=self.data.n_classes)
-        if self.data.train_captions is None:
-            raise ConfigError(f"model.conditioning: data set {self.config.data.dataset!r} has no captions")
-        from ..data.text import TextEncoder, unique_caption_table
-
-        self.text_encoder = TextEncoder(self.config.model.text_encoder, cache_dir=cache_dir() / "text")
-        unique, index = unique_caption_table(self.data.train_captions)
-        hidden, mask = self.text_encoder.encode_cached([*unique, ""])
-        return _Conditioning(
-            "text",
-            index.to(self.device),
-            null_index=len(unique),
-            table_hidden=hidden.to(self.device),
-            table_mask=mask.to(self.device),
-        )
 
     # ----- checkpoints ---------------------------------------------------------------------
     def _rank_state(self) -> dict[str, Any]:
@@ -248,7 +187,7 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """Write this step's checkpoint (all ranks take part) and keep the newest few."""
         acc = self.accelerator
-        root = self.out / "checkpoints"
+        root = self.out / CHECKPOINTS
         staging = ckpt.staging_dir(root, self.step)
         if acc.is_main_process:
             if staging.exists():
@@ -264,7 +203,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.lr_scheduler.state_dict(),
                 "config": self.config.to_dict(),
-                "meta": self.model_meta(),
+                "meta": run_meta(self.spec, self.data.class_names, self.step),
                 "skipped_steps": self.skipped_steps,
                 "bad_streak": self.bad_streak,
             }
@@ -280,7 +219,7 @@ class Trainer:
     def _resume(self, which: str) -> None:
         """Restore the newest intact (or the given) checkpoint; a run killed before its first
         checkpoint starts again from step 0."""
-        root = self.out / "checkpoints"
+        root = self.out / CHECKPOINTS
         warn = self.accelerator.print
         if which == "latest":
             path = ckpt.find_latest(root, warn=warn)
@@ -289,17 +228,16 @@ class Trainer:
         else:
             path = Path(which)
             ckpt.verify(path)
-        saved = load_config(self.out / "config.yaml") if (self.out / "config.yaml").exists() else None
-        if saved is not None:
-            _check_same_run(saved, self.config)
+        if (self.out / CONFIG).exists():
+            check_same_run(load_config(self.out / CONFIG), self.config)
         if path is None:
             warn(f"--resume latest: {self.out} holds no checkpoint yet; starting it again from step 0")
         else:
             self._load_checkpoint(path)
             warn(f"resumed from {path} at step {self.step}")
         if self.accelerator.is_main_process:
-            _truncate_log(self.out / "metrics.jsonl", self.step)
-            dump_config(self.config, self.out / "config.yaml")
+            truncate_log(self.out / METRICS, self.step)
+            dump_config(self.config, self.out / CONFIG)
         self.accelerator.wait_for_everyone()
 
     def _load_checkpoint(self, path: Path) -> None:
@@ -332,9 +270,9 @@ class Trainer:
         idx = torch.randint(self.train_x.shape[0], (self.local_batch,), generator=self.data_gen, device=self.device)
         x0 = self.train_x[idx]
         drop = None
-        if self.cond.kind != "none" and cfg.cond_drop_prob > 0:
+        if self.conditions.kind != "none" and cfg.cond_drop_prob > 0:
             drop = torch.rand(self.local_batch, generator=self.drop_gen, device=self.device) < cfg.cond_drop_prob
-        cond = self.cond.batch(idx, drop)
+        cond = self.conditions.batch(idx, drop)
         levels = self.sampler.sample(self.local_batch, device=self.device)
         noise = torch.randn(x0.shape, generator=self.noise_gen, device=self.device)
         with self.accelerator.autocast():
@@ -343,7 +281,7 @@ class Trainer:
             self.objective.snr(levels), self.objective.target, sigma_data=self.objective.sigma_data
         ).to(self.device)
         per_sample = raw.float() * weights
-        if self.step + 1 in self.fault_steps:  # testing hook, see FAULT_NAN_STEPS_ENV
+        if self.step + 1 in self.fault_steps:  # testing hook, see fault_injection
             per_sample = per_sample * float("nan")
         loss = per_sample.mean()
         self.accelerator.backward(loss)
@@ -373,15 +311,11 @@ class Trainer:
     def run(self) -> Path:
         """Train to ``train.max_steps``, logging, sampling and checkpointing on the way."""
         cfg = self.config.train
-        acc = self.accelerator
-        main = acc.is_main_process
-        log_file = (self.out / "metrics.jsonl").open("a") if main else None
-        writer = _tensorboard(self.out / "tensorboard") if main else None
-        bar = _progress(self.step, cfg.max_steps, disable=not (main and self.progress))
         window_start, window_steps = time.perf_counter(), 0
         checkpoint_due = False  # a periodic checkpoint that fell on a skipped step waits for a good one
         self.model.train()
-        try:
+        main = self.accelerator.is_main_process
+        with RunLog(self.out, self.step, cfg.max_steps, main=main, progress=self.progress) as log:
             while self.step < cfg.max_steps:
                 stage_trained, unlocked = self.sampler.stage, self.sampler.unlocked_intervals
                 loss = self.train_step()
@@ -398,40 +332,25 @@ class Trainer:
                 last = self.step == cfg.max_steps
                 if self.step % cfg.log_every == 0 or last or diverged:
                     elapsed = time.perf_counter() - window_start
-                    record = self._log_record(stage_trained, unlocked, window_steps, elapsed)
-                    if main:
-                        log_file.write(json.dumps(record) + "\n")
-                        log_file.flush()
-                        if writer is not None:
-                            for key in ("loss", "stage", "lr", "images_per_s", "skipped_steps"):
-                                if record[key] is not None:
-                                    writer.add_scalar(key, record[key], self.step)
-                    shown = "nan" if record["loss"] is None else f"{record['loss']:.4f}"
-                    bar.set_postfix(loss=shown, stage=f"{record['stage']}/{self.sampler.n_stages}")
+                    log.write(self._log_record(stage_trained, unlocked, window_steps, elapsed), self.sampler.n_stages)
                     window_start, window_steps = time.perf_counter(), 0
                     self.window_loss, self.window_good = 0.0, 0
-                bar.update(1)
+                log.bar.update(1)
                 if diverged:
                     raise self._diverged()
                 if cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
-                    self.write_samples(self.out / "samples" / f"step_{self.step:08d}.png")
+                    self.write_samples(self.out / SAMPLES / f"step_{self.step:08d}.png")
                 checkpoint_due = checkpoint_due or bool(cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
                 if last or (checkpoint_due and self.bad_streak == 0):
                     self.save_checkpoint()
                     checkpoint_due = False
-        finally:
-            bar.close()
-            if log_file is not None:
-                log_file.close()
-            if writer is not None:
-                writer.close()
         self.save_model()
-        acc.wait_for_everyone()
+        self.accelerator.wait_for_everyone()
         return self.out
 
     def _diverged(self) -> TrainingDiverged:
         """The one-line error that stops a run whose loss stayed NaN or inf; no checkpoint is written."""
-        kept = ckpt.list_checkpoints(self.out / "checkpoints")
+        kept = ckpt.list_checkpoints(self.out / CHECKPOINTS)
         last = f"the last checkpoint is {kept[-1]}" if kept else "there is no checkpoint"
         return TrainingDiverged(
             f"train.max_bad_steps: the loss was NaN or inf at {self.bad_streak} consecutive steps up to step "
@@ -459,53 +378,42 @@ class Trainer:
         return record
 
     # ----- outputs -------------------------------------------------------------------------
-    def _sample_conditions(self, n: int) -> tuple[dict | None, dict | None]:
-        if self.cond.kind == "none":
-            return None, None
-        if self.cond.kind == "class":
-            labels = torch.arange(n, device=self.device) % self.data.n_classes
-            null = torch.full_like(labels, self.cond.null_index)
-            return {"class_labels": labels}, {"class_labels": null}
-        from ..data import HELDOUT_TEMPLATES, caption_for
-
-        labels = torch.arange(n) % max(self.data.n_classes, 1)
-        prompts = [caption_for(int(label), HELDOUT_TEMPLATES[0]) for label in labels]
-        hidden, mask = self.text_encoder.encode(prompts)
-        empty_h, empty_m = self.text_encoder.encode([""] * n)
-        length = max(hidden.shape[1], empty_h.shape[1])
-        cond = _pad_text(hidden, mask, length, self.device)
-        uncond = _pad_text(empty_h, empty_m, length, self.device)
-        return cond, uncond
+    @contextmanager
+    def _ema_weights(self) -> Iterator[Denoiser]:
+        """The model with the EMA weights swapped in; its own weights again afterwards."""
+        model = self._unwrapped
+        self.ema.store(model.parameters())
+        self.ema.copy_to(model.parameters())
+        try:
+            yield model
+        finally:
+            self.ema.restore(model.parameters())
 
     @torch.no_grad()
     def sample_images(self, n: int, seed: int = 0) -> torch.Tensor:
         """n samples from the EMA weights with the config's solver (rank 0's view), decoded
         to data space when training on VAE latents."""
-        scfg = self.config.sample
-        model = self._unwrapped
-        self.ema.store(model.parameters())
-        self.ema.copy_to(model.parameters())
-        model.eval()
-        try:
-            cond, uncond = self._sample_conditions(n)
-            solver = default_solver(self.objective.name, scfg.solver)
-            samples = generate(
-                model,
-                self.objective,
-                self.model_shape,
-                n,
-                solver=solver,
-                steps=scfg.steps,
-                cond=cond,
-                uncond=uncond,
-                guidance_scale=scfg.guidance_scale,
-                generator=torch.Generator().manual_seed(seed),
-                device=self.device,
-            )
-            return samples if self.codec is None else self.codec.decode(samples)
-        finally:
-            self.ema.restore(model.parameters())
-            model.train()
+        labels = torch.arange(n) % max(self.data.n_classes, 1)
+        cond, uncond = self.conditioner.for_labels(labels, self.device)
+        settings = SamplingSettings.resolve(self.objective, self.config, conditional=cond is not None)
+        with self._ema_weights() as model:
+            model.eval()
+            try:
+                return sample_decoded(
+                    model,
+                    self.objective,
+                    self.config,
+                    self.model_shape,
+                    n,
+                    settings,
+                    cond=cond,
+                    uncond=uncond,
+                    seed=seed,
+                    device=self.device,
+                    codec=self.codec,
+                )
+            finally:
+                model.train()
 
     def write_samples(self, path: Path) -> None:
         if self.accelerator.is_main_process:
@@ -514,134 +422,13 @@ class Trainer:
             save_samples(samples, self.data.train[:2000], path, title=f"step {self.step}")
         self.accelerator.wait_for_everyone()
 
-    def model_meta(self) -> dict[str, Any]:
-        """What sampling needs besides the weights: spec, objective, conditioning."""
-        return {
-            "spec": dataclasses.asdict(self.spec),
-            "objective": self.objective.state(),
-            "conditioning": self.cond.kind,
-            "class_names": self.data.class_names,
-            "null_index": self.cond.null_index,
-            "text_encoder": self.config.model.text_encoder,
-            "dataset": self.config.data.dataset,
-            "vae": self.config.data.vae,
-            "sample": dataclasses.asdict(self.config.sample),
-            "step": self.step,
-        }
-
-    def _save_diffusers_pipeline(self, model: Denoiser) -> None:
-        kind = _pipeline_kind(self.spec.arch, self.cond.kind, self.objective.name, self.codec is not None)
-        if kind == "ddpm":
-            from diffusers import DDPMPipeline
-
-            DDPMPipeline(unet=model.inner, scheduler=self.objective.scheduler).save_pretrained(self.out / "pipeline")
-        elif kind == "dit":
-            from diffusers import DDIMScheduler, DiTPipeline
-
-            names = self.data.class_names or [str(i) for i in range(self.data.n_classes)]
-            pipeline = DiTPipeline(
-                transformer=model.inner,
-                vae=self.codec.vae,
-                scheduler=DDIMScheduler.from_config(self.objective.scheduler.config),
-                id2label=dict(enumerate(names)),
-            )
-            pipeline.save_pretrained(self.out / "pipeline")
-
     def save_model(self) -> None:
         """Save the EMA weights for `diffusion-curriculum sample` and, where one fits, a diffusers pipeline."""
         if not self.accelerator.is_main_process:
             return
-        model = self._unwrapped
-        self.ema.store(model.parameters())
-        self.ema.copy_to(model.parameters())
-        try:
-            target = self.out / "model"
-            if target.exists():
-                shutil.rmtree(target)
-            model.save_pretrained(target)
-            (target / "run.json").write_text(json.dumps(self.model_meta(), indent=1))
-            self._save_diffusers_pipeline(model)
-        finally:
-            self.ema.restore(model.parameters())
-
-
-def _pipeline_kind(arch: str, conditioning: str, objective: str, vae: bool) -> str | None:
-    """Which diffusers pipeline can load a run: DDPMPipeline (pixel-space unconditional U-Net) or
-    DiTPipeline (class-conditional DiT on VAE latents; it hard-codes ImageNet's null label 1000, so
-    use it with guidance_scale=1). Other runs load with `diffusion-curriculum sample`."""
-    if objective not in ("eps", "v", "x0"):
-        return None
-    if arch == "unet" and conditioning == "none" and not vae:
-        return "ddpm"
-    if arch == "dit" and conditioning == "class" and vae:
-        return "dit"
-    return None
-
-
-def _pad_text(hidden: torch.Tensor, mask: torch.Tensor, length: int, device: torch.device) -> dict:
-    pad = length - hidden.shape[1]
-    if pad > 0:
-        hidden = torch.nn.functional.pad(hidden, (0, 0, 0, pad))
-        mask = torch.nn.functional.pad(mask, (0, pad))
-    return {"encoder_hidden_states": hidden.to(device), "encoder_attention_mask": mask.to(device)}
-
-
-def _check_same_run(saved: Config, current: Config) -> None:
-    """A resume must continue the same experiment; only the keys in RESUMABLE_KEYS may change."""
-    a, b = saved.to_dict(), current.to_dict()
-    for key in RESUMABLE_KEYS:
-        section, _, name = key.rpartition(".")
-        (a[section] if section else a)[name] = (b[section] if section else b)[name]
-    for section, values in a.items():
-        if values != b[section]:
-            if isinstance(values, dict):
-                key = next(k for k in values if values[k] != b[section][k])
-                raise RunError(
-                    f"--resume: {section}.{key} is {b[section][key]!r} here but the run used "
-                    f"{values[key]!r}; start a new run (--out) to change it"
-                )
-            raise RunError(f"--resume: {section} differs from the run being resumed")
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines after the checkpoint's step, so a resumed run never logs a step twice."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            break  # a torn last line from a kill mid-write
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
-
-
-def _fault_steps(text: str, rank: int) -> frozenset[int]:
-    """The steps at which the FAULT_NAN_STEPS_ENV testing hook makes this rank's loss NaN."""
-    steps = set()
-    for item in text.replace(" ", "").split(","):
-        step, _, only_rank = item.partition("@")
-        if step and (not only_rank or int(only_rank) == rank):
-            steps.add(int(step))
-    return frozenset(steps)
-
-
-def _progress(start: int, total: int, disable: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, desc="train", disable=disable, dynamic_ncols=True)
-
-
-def _tensorboard(path: Path):
-    """A SummaryWriter when TensorBoard is installed, else None (it is optional)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(path))
+        with self._ema_weights() as model:
+            vae = self.codec.vae if self.codec is not None else None
+            save_final_model(self.out, model, self.objective, self.data.class_names, self.step, vae)
 
 
 def train(config: Config, *, resume: str | None = None, overwrite: bool = False, progress: bool = True) -> Path:
@@ -655,6 +442,6 @@ def train(config: Config, *, resume: str | None = None, overwrite: bool = False,
 def train_or_resume(config: Config, *, progress: bool = False) -> Path:
     """Train ``config``'s run, resuming from its newest intact checkpoint if it has one: how a restarted
     grid or study continues a killed job (a folder without a checkpoint has nothing to keep and starts afresh)."""
-    if ckpt.list_checkpoints(config.out_dir / "checkpoints"):
+    if ckpt.list_checkpoints(config.out_dir / CHECKPOINTS):
         return train(config, resume="latest", progress=progress)
     return train(config, overwrite=config.out_dir.exists(), progress=progress)

@@ -1,0 +1,208 @@
+"""Every matplotlib figure of the comparison report, drawn from the results model into PNG files.
+
+Figures are drawn on the Agg canvas outside pyplot's global state; :data:`STYLE` is the rc style the report
+draws them under.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..stats import final_value, finite, mean_curve, mean_std
+from .results import BASELINE, PER_CLUSTER, Grid, against_baseline, cluster_mean, metric_label
+
+__all__ = ["STYLE", "plot_clusters", "plot_others", "plot_primary", "plot_ratio"]
+
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9, "figure.dpi": 110}
+
+
+def _figure(width: float, height: float) -> Any:
+    """A matplotlib figure on the Agg canvas, outside pyplot's global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _spread(curves: dict[int, tuple[list[int], list[float | None]]]) -> tuple[list[int], list, list, list]:
+    """Seed-mean curve with its per-step min and max over seeds."""
+    steps, mean = mean_curve(curves)
+    by_step: dict[int, list[float]] = {}
+    for s, vs in curves.values():
+        for step, v in zip(s, vs, strict=True):
+            if v is not None:
+                by_step.setdefault(step, []).append(v)
+    return steps, mean, [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps]
+
+
+def _log_if_wide(ax: Any, values: list[float]) -> None:
+    """Use a log y axis when positive values span more than a factor of 20."""
+    vals = [v for v in values if finite(v)]
+    if vals and min(vals) > 0 and max(vals) / min(vals) > 20:
+        ax.set_yscale("log")
+
+
+def _plot_metric(ax: Any, grid: Grid, metric: str, weightings: list[str]) -> list[float]:
+    """Seed-mean lines with min-max bands for every method of the given weightings; returns the values."""
+    plotted: list[float] = []
+    overlaid = len(weightings) > 1
+    for w in weightings:
+        for m in grid.methods:
+            runs = grid.group(w, m)
+            steps, mean, lo, hi = _spread({s: r.curve(metric) for s, r in runs.items()})
+            if not steps:
+                continue
+            color = grid.color(m)
+            lw = 2.2 if m in (BASELINE, "easy_to_hard") else 1.6
+            ls, label = grid.style(w) if overlaid else "-", grid.label(w, m, overlaid)
+            ax.plot(steps, mean, color=color, ls=ls, lw=lw, marker="o", ms=3, label=label)
+            if len(runs) > 1:
+                ax.fill_between(steps, lo, hi, color=color, alpha=0.15, lw=0)
+            plotted += lo + hi
+    ax.grid(alpha=0.3)
+    return plotted
+
+
+def plot_primary(grid: Grid, path: Path) -> bool:
+    """Primary metric against step, one panel per weighting, with a strip of stage changes beneath."""
+    rug = [m for m in grid.methods if any(r.transitions for r in grid.runs if r.method == m)]
+    ws = grid.weightings
+    if not ws:
+        return False
+    fig = _figure(max(6.5, 5.0 * len(ws)), 4.6 + 0.18 * len(rug))
+    rows = 2 if rug else 1
+    axes = fig.subplots(rows, len(ws), squeeze=False, sharex="col", height_ratios=[5, 0.5 + 0.3 * len(rug)][:rows])
+    any_data = False
+    for i, w in enumerate(ws):
+        ax = axes[0][i]
+        values = _plot_metric(ax, grid, grid.metric, [w])
+        any_data |= bool(values)
+        _log_if_wide(ax, values)
+        target = mean_std([final_value(r.curve(grid.metric)) for r in grid.group(w, BASELINE).values()])[0]
+        if target is not None:
+            ax.axhline(target, color="0.45", ls=":", lw=1.2, label="baseline's final (speed-up target)")
+        ax.set_ylabel(metric_label(grid.metric, grid.lower) if i == 0 else "")
+        if len(ws) > 1:
+            ax.set_title(f"weighting: {w}")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best")
+        if rug:
+            strip = axes[1][i]
+            for k, m in enumerate(rug):
+                xs = [s for r in grid.group(w, m).values() for s in r.transitions]
+                strip.vlines(xs, k - 0.4, k + 0.4, color=grid.color(m), lw=0.9)
+            strip.set_yticks(range(len(rug)), rug if i == 0 else [])
+            strip.set_ylim(len(rug) - 0.4, -0.6)  # first method on top, as in the legend
+            strip.set_xlabel("training step")
+            strip.set_title("curriculum stage changes (all seeds)", fontsize=9, loc="left")
+        else:
+            ax.set_xlabel("training step")
+    if any_data:
+        fig.savefig(path)
+    return any_data
+
+
+def plot_others(grid: Grid, metrics: list[str], path: Path) -> None:
+    """Small multiples: every other scalar metric against step, weightings as line styles."""
+    cols = min(3, len(metrics))
+    nrows = -(-len(metrics) // cols)
+    fig = _figure(4.2 * cols, 3.1 * nrows + 0.6)
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        _log_if_wide(ax, _plot_metric(ax, grid, metric, grid.weightings))
+        ax.set_title(metric_label(metric))
+        ax.set_xlabel("training step")
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.set_visible(False)
+    legend: dict[str, Any] = {}  # label -> handle, over all panels: a method may lack a metric in some
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=min(4, len(legend)))
+    fig.savefig(path)
+
+
+def _edges(steps: np.ndarray) -> np.ndarray:
+    """Cell edges around each step for a heat map over irregular steps."""
+    if len(steps) == 1:
+        half = max(float(steps[0]) / 2, 0.5)
+        return np.array([steps[0] - half, steps[0] + half], dtype=float)
+    mid = (steps[1:] + steps[:-1]) / 2
+    return np.concatenate([[2 * steps[0] - mid[0]], mid, [2 * steps[-1] - mid[-1]]])
+
+
+def plot_clusters(grid: Grid, key: str, path: Path) -> bool:
+    """Per-cluster value against step, one panel per method and weighting, lines coloured by noise level."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
+
+    data = {(w, m): d for w, m, runs in grid.groups() if (d := cluster_mean(list(runs.values()), key))}
+    if not data:
+        return False
+    ws, ms = grid.weightings, grid.methods
+    n = max(d[1].shape[1] for d in data.values())
+    cmap = colormaps["viridis"]
+    fig = _figure(3.6 * len(ms) + 1.0, 3.0 * len(ws) + 0.4)
+    axes = fig.subplots(len(ws), len(ms), squeeze=False, sharex=True, sharey=True)
+    values = np.concatenate([d[1].ravel() for d in data.values()])
+    for i, w in enumerate(ws):
+        for j, m in enumerate(ms):
+            ax = axes[i][j]
+            if (w, m) not in data:
+                ax.set_visible(False)
+                continue
+            steps, mean = data[(w, m)]
+            for c in range(mean.shape[1]):
+                ax.plot(steps, mean[:, c], color=cmap(c / max(n - 1, 1)), lw=1.2)
+            for s in sorted({s for r in grid.group(w, m).values() for s in r.transitions}):
+                ax.axvline(s, ymin=0.96, ymax=1.0, color=grid.color(m), lw=0.8)
+            ax.set_title(grid.label(w, m), color=grid.color(m))
+            ax.grid(alpha=0.3)
+            if i == len(ws) - 1:
+                ax.set_xlabel("training step")
+            if j == 0:
+                ax.set_ylabel(PER_CLUSTER[key].split(" (")[0])
+    _log_if_wide(axes[0][0], values.tolist())
+    bar = fig.colorbar(ScalarMappable(Normalize(0, max(n - 1, 1)), cmap), ax=axes, shrink=0.9)
+    bar.set_label("cluster (0 = least noise)")
+    bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.savefig(path)
+    return True
+
+
+def plot_ratio(grid: Grid, key: str, path: Path) -> bool:
+    """Heat map of each method's per-cluster value divided by its baseline's at the same step (log2)."""
+    from matplotlib.ticker import MaxNLocator
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        panels = [(w, m, steps, np.log2(a / b)) for w, m, steps, a, b in against_baseline(grid, key)]
+    if not panels:
+        return False
+    finite_vals = np.concatenate([p[3][np.isfinite(p[3])] for p in panels])
+    lim = max(float(np.abs(finite_vals).max()) if finite_vals.size else 0.0, 0.1)
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig = _figure(4.3 * cols + 1.0, 2.9 * nrows + 0.3)
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for ax, (w, m, steps, ratio) in zip(axes.flat, panels, strict=False):
+        n = ratio.shape[1]
+        mesh = ax.pcolormesh(
+            _edges(steps.astype(float)), np.arange(n + 1) - 0.5, ratio.T, cmap="RdBu_r", vmin=-lim, vmax=lim
+        )
+        ax.set_title(f"{grid.label(w, m)} ÷ baseline", color=grid.color(m))
+        ax.set_xlabel("training step")
+        ax.set_ylabel("cluster (0 = least noise)")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    bar = fig.colorbar(mesh, ax=axes, shrink=0.9)
+    bar.set_label("log2(method ÷ baseline)")
+    fig.savefig(path)
+    return True

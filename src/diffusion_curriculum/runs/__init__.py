@@ -1,0 +1,5 @@
+"""The run folder: its layout, atomic writes, checkpoints, same-run checks, and loading a trained run.
+
+Import the submodules (``runs.layout``, ``runs.atomic``, ``runs.checkpoints``, ``runs.loading``)
+directly; this package imports nothing so that low layers (data caches) can use ``runs.atomic``.
+"""
