@@ -7,7 +7,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffusion_curriculum.config import Config, ConfigError, load_config, parse_override
+from diffusion_curriculum.config import Config, ConfigError, _leaf_fields, config_reference, load_config, parse_override
+from diffusion_curriculum.sampler import ORDERS
+from diffusion_curriculum.weighting import WEIGHTINGS
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -32,9 +34,9 @@ def test_every_task_config_exists():
 
 def test_overrides_apply_with_yaml_types():
     key, value = parse_override("train.lr=3e-4")
-    config = load_config(overrides={key: value, "curriculum.clusters": 5})
+    config = load_config(overrides={key: value, "curriculum.n_clusters": 5})
     assert config.train.lr == pytest.approx(3e-4)
-    assert config.curriculum.clusters == 5
+    assert config.curriculum.n_clusters == 5
 
 
 @pytest.mark.parametrize(
@@ -48,7 +50,7 @@ def test_overrides_apply_with_yaml_types():
         ({"train": {"lr": 0}}, "train.lr"),
         ({"curriculum": {"patience": 0}}, "curriculum.patience"),
         ({"curriculum": {"order": "backwards"}}, "curriculum.order"),
-        ({"curriculum": {"clusters": 2000}}, "curriculum.clusters"),
+        ({"curriculum": {"n_clusters": 2000}}, "curriculum.n_clusters"),
         ({"curriculum": {"cumulative": "yes"}}, "curriculum.cumulative"),
         ({"curriculum": {"pacing": "fixed"}}, "curriculum.steps_per_stage"),
         ({"objective": {"weighting_params": {"gamma": "five"}}}, "objective.weighting_params"),
@@ -99,14 +101,44 @@ def test_any_override_either_loads_or_fails_with_a_named_key(section, key, value
         assert hasattr(getattr(config, section), key)
 
 
-def test_every_config_key_is_documented():
-    import dataclasses
-
+def test_the_docs_config_reference_is_the_config_s_own():
+    """docs/training.md's table is config_reference() verbatim: a new key, default or help line shows
+    up in the docs (and in `train --help`) or this fails."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
-    config = Config()
-    missing = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            missing += [f"{f.name}.{g.name}" for g in dataclasses.fields(value) if g.name not in doc]
-    assert not missing, f"keys not mentioned in docs/training.md: {missing}"
+    start = doc.index("<!-- config-reference")
+    table = doc[doc.index("\n", start) + 1 : doc.index("<!-- /config-reference -->")]
+    assert table == config_reference()
+    for key in ("curriculum.n_clusters", "train.max_steps", "sample.guidance_scale"):
+        assert f"| `{key}` |" in table
+
+
+def test_every_field_has_help_and_choices_agree_with_their_modules():
+    from diffusion_curriculum import generation, models, objectives
+
+    for key, f in _leaf_fields(Config, ""):
+        assert f.metadata.get("help"), f"{key} has no help line"
+    choices = {key: f.metadata.get("choices") for key, f in _leaf_fields(Config, "")}
+    assert choices["model.arch"] == models.ARCHITECTURES and choices["model.preset"] == models.PRESETS
+    assert choices["model.conditioning"] == models.CONDITIONINGS
+    assert choices["objective.name"] == objectives.OBJECTIVES and choices["sample.solver"] == generation.SOLVERS
+    assert choices["curriculum.order"] == ORDERS and choices["objective.weighting"] == tuple(WEIGHTINGS)
+
+
+def test_train_help_lists_every_key():
+    from diffusion_curriculum.cli import build_parser
+
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for key, _ in _leaf_fields(Config, ""):
+        assert f"  {key} (default " in text
+
+
+def test_the_old_cluster_key_still_loads(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("curriculum: {clusters: 7}\n")
+    assert load_config(old).curriculum.n_clusters == 7
+    assert load_config(overrides={"curriculum.clusters": 3}).curriculum.n_clusters == 3
+    assert load_config(old, {"curriculum.n_clusters": 4}).curriculum.n_clusters == 4  # the newer key wins
+    both = tmp_path / "both.yaml"
+    both.write_text("curriculum: {clusters: 7, n_clusters: 5}\n")
+    with pytest.raises(ConfigError, match=r"curriculum\.clusters: renamed to curriculum\.n_clusters"):
+        load_config(both)

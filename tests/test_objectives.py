@@ -218,9 +218,9 @@ def test_bad_names_and_shapes():
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_state_rebuilds_the_objective(name):
     obj = make_objective(name, num_train_timesteps=100, sigma_data=0.7, sigma_max=40.0, flow_logit_std=1.0)
-    state = json.loads(json.dumps(obj.state()))
+    state = json.loads(json.dumps(obj.config()))
     again = make_objective(**state)
-    assert again.state() == obj.state() and again.name == name and again.target == name
+    assert again.config() == obj.config() and again.name == name and again.target == name
     assert again.sigma_data == 0.7
 
 

@@ -108,7 +108,7 @@ def test_explicit_orders_must_be_permutations():
 def test_only_cluster_trains_on_that_interval_for_the_whole_budget(objective):
     config = load_config(
         overrides={
-            "curriculum.clusters": 5,
+            "curriculum.n_clusters": 5,
             "curriculum.only_cluster": 3,
             "train.max_steps": 50,
             "objective.name": objective,
@@ -126,7 +126,7 @@ def test_only_cluster_trains_on_that_interval_for_the_whole_budget(objective):
 
 def test_only_cluster_must_name_a_cluster():
     with pytest.raises(ConfigError, match=r"curriculum\.only_cluster"):
-        load_config(overrides={"curriculum.clusters": 4, "curriculum.only_cluster": 4})
+        load_config(overrides={"curriculum.n_clusters": 4, "curriculum.only_cluster": 4})
 
 
 # ----- the command ------------------------------------------------------------------------------

@@ -203,7 +203,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["--set", "train.lr_rate=1"], "train.lr_rate"),
         (["--set", "curriculum.patience=0"], "curriculum.patience"),
         (["--set", "train.batch_size=-3"], "train.batch_size"),
-        (["--clusters", "5000"], "curriculum.clusters"),
+        (["--clusters", "5000"], "curriculum.n_clusters"),
         (["--dataset", "/no/such/folder"], "/no/such/folder"),
         (["--model", "resnet"], "--model"),
     ],

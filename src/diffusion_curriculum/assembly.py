@@ -75,8 +75,8 @@ def clusters_for(config: Config, objective: Objective | None = None) -> list[tup
     space = objective.noise_space()
     method = _clustering_method(config, objective)
     if isinstance(space, DiscreteSchedule):
-        return cluster_timesteps(space, config.curriculum.clusters, method or "uniform")
-    return cluster_noise_levels(space, config.curriculum.clusters, method or "quantile")
+        return cluster_timesteps(space, config.curriculum.n_clusters, method or "uniform")
+    return cluster_noise_levels(space, config.curriculum.n_clusters, method or "quantile")
 
 
 def build_pacing(config: Config) -> Pacing | None:
@@ -103,7 +103,7 @@ def adaptive_stage_cap(config: Config) -> int | None:
     cur = config.curriculum
     if cur.max_steps_per_stage is not None or cur.budget_fraction is None:
         return cur.max_steps_per_stage
-    stages_before_last = cur.clusters - 1 if cur.cumulative else cur.clusters
+    stages_before_last = cur.n_clusters - 1 if cur.cumulative else cur.n_clusters
     if stages_before_last < 1:
         return None
     return max(1, int(cur.budget_fraction * config.train.max_steps / stages_before_last))
@@ -117,7 +117,7 @@ def build_sampler(config: Config, objective: Objective, rank: int) -> Curriculum
         # The study's per-interval runs: stage 1 of a non-cumulative order that starts with this
         # cluster, and a pacing whose first stage outlasts the run.
         k = cur.only_cluster
-        order = [k, *(i for i in range(cur.clusters) if i != k)]
+        order = [k, *(i for i in range(cur.n_clusters) if i != k)]
         pacing, cumulative = FixedPacing(config.train.max_steps + 1), False
     space = objective.noise_space()
     density = None if isinstance(space, DiscreteSchedule) else space

@@ -51,13 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a diffusion model with a curriculum",
         description="Train a diffusion model. With no arguments: the easy-to-hard curriculum on "
         "the built-in digits, on the CPU, in a few minutes, written under runs/digits_uncond/.",
+        epilog=_config_keys_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_options(train)
     train.add_argument("--resume", metavar="latest|PATH", help="continue from the newest intact checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     train.set_defaults(func=_cmd_train)
 
-    info = sub.add_parser("info", help="print the resolved config and the cluster table")
+    info = sub.add_parser(
+        "info",
+        help="print the resolved config and the cluster table",
+        epilog=_config_keys_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_run_options(info)
     info.set_defaults(func=_cmd_info)
 
@@ -180,6 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_keys_help() -> str:
+    """Every config key with its default, allowed values and meaning, for --set (from the config's own help)."""
+    from .config import config_reference
+
+    lines = ["config keys (--set KEY=VALUE, or in the --config YAML file):"]
+    for row in config_reference().splitlines()[2:]:
+        key, default, allowed, meaning = (cell.strip().strip("`") for cell in row.strip("|").split(" | "))
+        allowed = f"; {allowed.replace('`', '')}" if allowed else ""
+        lines.append(f"  {key} (default {default}{allowed}): {meaning.replace('`', '')}")
+    return "\n".join(lines)
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML config (see configs/); flags below override it")
     p.add_argument(
@@ -189,7 +208,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--vae", metavar="PATH", help="train on latents of a local diffusers AutoencoderKL folder")
     p.add_argument("--curriculum", choices=("easy_to_hard", "hard_to_easy", "random", "none"))
-    p.add_argument("--clusters", type=_positive_int, help="number of clusters N")
+    p.add_argument("--n-clusters", "--clusters", dest="clusters", type=_positive_int, help="number of clusters N")
     p.add_argument("--clustering", choices=CLUSTER_METHODS)
     p.add_argument("--pacing", choices=("adaptive", "fixed", "linear", "root", "geometric"))
     p.add_argument("--patience", type=_positive_int, help="adaptive pacing patience (steps)")
@@ -247,7 +266,7 @@ def _cmd_study_convergence(args: argparse.Namespace) -> None:
         "dataset": "data.dataset",
         "objective": "objective.name",
         "weighting": "objective.weighting",
-        "intervals": "curriculum.clusters",
+        "intervals": "curriculum.n_clusters",
         "clustering": "curriculum.clustering",
         "max_steps": "train.max_steps",
         "batch_size": "train.batch_size",
@@ -274,7 +293,7 @@ _FLAG_KEYS = {
     "dataset": "data.dataset",
     "vae": "data.vae",
     "curriculum": "curriculum.order",
-    "clusters": "curriculum.clusters",
+    "clusters": "curriculum.n_clusters",
     "clustering": "curriculum.clustering",
     "pacing": "curriculum.pacing",
     "patience": "curriculum.patience",

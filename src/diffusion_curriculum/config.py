@@ -16,102 +16,172 @@ from typing import Any
 
 import yaml
 
+from .clustering import CLUSTER_METHODS
 from .errors import ConfigError
+from .pacing import PACING_FUNCTIONS
 from .runs.atomic import write_atomic
+from .sampler import ORDERS
+from .weighting import WEIGHTINGS
 
-__all__ = ["Config", "ConfigError", "dotted_overrides", "dump_config", "load_config", "parse_override"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "config_reference",
+    "dotted_overrides",
+    "dump_config",
+    "load_config",
+    "parse_override",
+]
 
 
-def _choices(*values: str) -> dict[str, Any]:
-    return {"choices": values}
+def _field(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    low: float | None = None,
+    strict: bool = False,
+) -> Any:
+    """A config field with its help line (shown by ``train --help`` and in docs/training.md), and
+    its allowed values: ``choices``, or a lower bound ``low`` (``strict``: the bound itself is refused)."""
+    meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if low is not None:
+        meta.update(min=low, strict=strict)
+    return field(default=default, metadata=meta)
 
 
-def _min(value: float, *, strict: bool = False) -> dict[str, Any]:
-    return {"min": value, "strict": strict}
+# Choices that the core defines are read from it (it imports torch alone); those of modules that
+# import diffusers are repeated here, to keep loading a config fast, and a test checks they agree.
+_ARCHS, _PRESETS, _CONDITIONINGS = ("unet", "dit", "mlp"), ("tiny", "small", "base"), ("none", "class", "text")
+_OBJECTIVES, _SOLVERS = ("eps", "v", "x0", "edm", "flow"), ("ddpm", "ddim", "euler", "heun")
+_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "digits"
-    heldout_fraction: float = field(default=0.1, metadata=_min(0.0, strict=True))
-    on_bad_file: str = field(default="error", metadata=_choices("error", "skip"))
-    n_samples: int | None = field(default=None, metadata=_min(1))
-    dim: int | None = field(default=None, metadata=_min(1))
-    vae: str | None = None
-    downsample: int = field(default=1, metadata=_min(1))
+    dataset: str = _field(
+        "digits", "built-in name (digits, mnist5k, gmm, toy2d, ...) or a path to an image folder, .npz or .npy"
+    )
+    heldout_fraction: float = _field(
+        0.1, "share of items held out (the split is fixed by `seed`)", low=0.0, strict=True
+    )
+    on_bad_file: str = _field(
+        "error", "unreadable files in an image folder: stop, or skip them", choices=("error", "skip")
+    )
+    n_samples: int | None = _field(None, "size of a synthetic set (toy2d family, gmm); null: its default", low=1)
+    dim: int | None = _field(None, "dimension of the `gmm` set; null: its default", low=1)
+    vae: str | None = _field(None, "local diffusers AutoencoderKL folder: train on its latents")
+    downsample: int = _field(
+        1,
+        "k > 1 average-pools images over k x k blocks (2: mnist5k 28x28 -> 14x14); the shipped evaluator "
+        "scores them pixel-replicated back to its size",
+        low=1,
+    )
 
 
 @dataclass
 class ModelConfig:
-    arch: str = field(default="unet", metadata=_choices("unet", "dit", "mlp"))
-    preset: str = field(default="tiny", metadata=_choices("tiny", "small", "base"))
-    conditioning: str = field(default="none", metadata=_choices("none", "class", "text"))
-    text_encoder: str | None = None
+    arch: str = _field("unet", "network architecture", choices=_ARCHS)
+    preset: str = _field("tiny", "network size", choices=_PRESETS)
+    conditioning: str = _field("none", "what the model is conditioned on", choices=_CONDITIONINGS)
+    text_encoder: str | None = _field(None, "local text-encoder folder (null: the bundled MiniLM)")
 
 
 @dataclass
 class ObjectiveConfig:
-    name: str = field(default="eps", metadata=_choices("eps", "v", "x0", "edm", "flow"))
-    timesteps: int = field(default=1000, metadata=_min(2))
-    beta_schedule: str = field(default="linear", metadata=_choices("linear", "scaled_linear", "squaredcos_cap_v2"))
-    weighting: str = field(default="none", metadata=_choices("none", "min_snr", "soft_min_snr", "p2", "edm"))
-    weighting_params: dict[str, float] = field(default_factory=dict)
-    sigma_data: float = field(default=0.5, metadata=_min(0.0, strict=True))
-    flow_logit_std: float | None = field(default=None, metadata=_min(0.0, strict=True))
+    name: str = _field("eps", "prediction target and noise process", choices=_OBJECTIVES)
+    timesteps: int = _field(1000, "DDPM timesteps T", low=2)
+    beta_schedule: str = _field("linear", "DDPM noise schedule", choices=_BETA_SCHEDULES)
+    weighting: str = _field("none", "per-sample loss weighting", choices=tuple(WEIGHTINGS))
+    weighting_params: dict[str, float] = field(
+        default_factory=dict, metadata={"help": "the weighting's parameters, e.g. {gamma: 5}"}
+    )
+    sigma_data: float = _field(
+        0.5, "EDM's data standard deviation (also used by the `edm` weighting)", low=0.0, strict=True
+    )
+    flow_logit_std: float | None = _field(
+        None, "flow matching: null for uniform t, else the scale of a logit-normal t density", low=0.0, strict=True
+    )
 
 
 @dataclass
 class CurriculumConfig:
-    order: str = field(default="easy_to_hard", metadata=_choices("easy_to_hard", "hard_to_easy", "random", "none"))
-    clusters: int = field(default=20, metadata=_min(1))
-    clustering: str = field(default="uniform", metadata=_choices("uniform", "snr", "log_snr"))
-    pacing: str = field(default="adaptive", metadata=_choices("adaptive", "fixed", "linear", "root", "geometric"))
-    patience: int = field(default=100, metadata=_min(1))
-    min_delta: float = field(default=0.0, metadata=_min(0.0))
-    ema: float | None = field(default=0.99, metadata=_min(0.0))
-    max_steps_per_stage: int | None = field(default=None, metadata=_min(1))
-    budget_fraction: float | None = field(default=0.5, metadata=_min(0.0, strict=True))
-    steps_per_stage: int | None = field(default=None, metadata=_min(1))
-    pacing_steps: int | None = field(default=None, metadata=_min(1))
-    cumulative: bool = True
-    only_cluster: int | None = field(default=None, metadata=_min(0))
+    order: str = _field(
+        "easy_to_hard", "which clusters are unlocked first (`none`: uniform, no curriculum)", choices=ORDERS
+    )
+    n_clusters: int = _field(20, "number of clusters N the noise levels are grouped into", low=1)
+    clustering: str = _field(
+        "uniform", "how timesteps are grouped (EDM and flow use equal-probability quantiles)", choices=CLUSTER_METHODS
+    )
+    pacing: str = _field(
+        "adaptive", "when the next cluster is unlocked", choices=("adaptive", "fixed", *PACING_FUNCTIONS)
+    )
+    patience: int = _field(100, "adaptive pacing: steps without improvement before the next stage", low=1)
+    min_delta: float = _field(0.0, "adaptive pacing: the improvement that counts", low=0.0)
+    ema: float | None = _field(0.99, "adaptive pacing: smoothing of the watched loss (null: none)", low=0.0)
+    max_steps_per_stage: int | None = _field(None, "adaptive pacing: cap on a stage's length", low=1)
+    budget_fraction: float | None = _field(
+        0.5,
+        "adaptive pacing without max_steps_per_stage: the stages before the last share this fraction of "
+        "train.max_steps (null: no cap)",
+        low=0.0,
+        strict=True,
+    )
+    steps_per_stage: int | None = _field(None, "fixed pacing: steps per stage (required for `fixed`)", low=1)
+    pacing_steps: int | None = _field(
+        None, "pacing functions: steps until every cluster is unlocked (null: half of train.max_steps)", low=1
+    )
+    cumulative: bool = _field(True, "false: each stage trains its own cluster alone, then a final stage trains all")
+    only_cluster: int | None = _field(
+        None, "train on this one cluster (0 = least noise) for the whole run: the difficulty study's runs", low=0
+    )
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = field(default=2000, metadata=_min(1))
-    batch_size: int = field(default=64, metadata=_min(1))
-    lr: float = field(default=1e-3, metadata=_min(0.0, strict=True))
-    warmup_steps: int = field(default=50, metadata=_min(0))
-    weight_decay: float = field(default=0.0, metadata=_min(0.0))
-    grad_clip: float | None = field(default=1.0, metadata=_min(0.0, strict=True))
-    ema_decay: float = field(default=0.999, metadata=_min(0.0))
-    precision: str = field(default="auto", metadata=_choices("auto", "no", "fp16", "bf16"))
-    cond_drop_prob: float = field(default=0.1, metadata=_min(0.0))
-    log_every: int = field(default=1, metadata=_min(1))
-    sample_every: int | None = field(default=1000, metadata=_min(1))
-    checkpoint_every: int | None = field(default=500, metadata=_min(1))
-    keep_checkpoints: int = field(default=2, metadata=_min(1))
-    max_bad_steps: int = field(default=20, metadata=_min(1))
-    dist_timeout_s: float = field(default=300.0, metadata=_min(0.0, strict=True))
-    channels_last: bool = False
-    fused_adamw: bool = True
-    compile: bool = False
+    max_steps: int = _field(2000, "training budget in optimizer steps", low=1)
+    batch_size: int = _field(64, "global batch (split over processes)", low=1)
+    lr: float = _field(1e-3, "AdamW learning rate", low=0.0, strict=True)
+    warmup_steps: int = _field(50, "linear learning-rate warm-up", low=0)
+    weight_decay: float = _field(0.0, "AdamW weight decay", low=0.0)
+    grad_clip: float | None = _field(1.0, "gradient-norm clip (null: none)", low=0.0, strict=True)
+    ema_decay: float = _field(0.999, "EMA of the weights (diffusers EMAModel, with its (1+n)/(10+n) warm-up)", low=0.0)
+    precision: str = _field(
+        "auto", "mixed precision (auto: bf16 on GPUs that have it)", choices=("auto", "no", "fp16", "bf16")
+    )
+    cond_drop_prob: float = _field(0.1, "label/caption dropout for classifier-free guidance", low=0.0)
+    log_every: int = _field(1, "steps between metrics.jsonl lines", low=1)
+    sample_every: int | None = _field(1000, "steps between sample grids, and one at the end (null: none)", low=1)
+    checkpoint_every: int | None = _field(500, "steps between checkpoints (null: only at the end)", low=1)
+    keep_checkpoints: int = _field(2, "newest checkpoints kept", low=1)
+    max_bad_steps: int = _field(
+        20, "stop (exit code 3) after this many consecutive steps with a NaN or inf loss; each is skipped", low=1
+    )
+    dist_timeout_s: float = _field(
+        300.0, "seconds a process waits in a collective before it gives up on the others", low=0.0, strict=True
+    )
+    channels_last: bool = _field(False, "channels-last memory format for image models (a speed option)")
+    fused_adamw: bool = _field(True, "the fused AdamW kernel (false: PyTorch's per-tensor loop)")
+    compile: bool = _field(False, "torch.compile the network in place (saved weights keep their names)")
 
 
 @dataclass
 class SampleConfig:
-    solver: str = field(default="ddim", metadata=_choices("ddpm", "ddim", "euler", "heun"))
-    steps: int = field(default=50, metadata=_min(1))
-    n: int = field(default=64, metadata=_min(1))
-    guidance_scale: float = field(default=1.0, metadata=_min(0.0))
+    solver: str = _field(
+        "ddim", "solver for sample grids and `sample` (EDM and flow use Heun for ddpm/ddim)", choices=_SOLVERS
+    )
+    steps: int = _field(50, "solver steps", low=1)
+    n: int = _field(64, "samples in each grid", low=1)
+    guidance_scale: float = _field(1.0, "classifier-free guidance scale (conditional models)", low=0.0)
 
 
 @dataclass
 class Config:
-    name: str = "digits_uncond"
-    seed: int = field(default=0, metadata=_min(0))
-    out: str | None = None
+    name: str = _field("digits_uncond", "run name: the run folder is runs/<name> unless `out` is given")
+    seed: int = _field(0, "master seed: data split, model init, every random stream", low=0)
+    out: str | None = _field(None, "run folder (null: runs/<name>)")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -139,15 +209,15 @@ class Config:
             raise ConfigError("train.ema_decay: must be below 1")
         if self.train.cond_drop_prob >= 1.0:
             raise ConfigError("train.cond_drop_prob: must be below 1")
-        if self.curriculum.clusters > self.objective.timesteps and self.objective.name in ("eps", "v", "x0"):
+        if self.curriculum.n_clusters > self.objective.timesteps and self.objective.name in ("eps", "v", "x0"):
             raise ConfigError(
-                f"curriculum.clusters: {self.curriculum.clusters} clusters exceed the "
+                f"curriculum.n_clusters: {self.curriculum.n_clusters} clusters exceed the "
                 f"{self.objective.timesteps} timesteps"
             )
-        if self.curriculum.only_cluster is not None and self.curriculum.only_cluster >= self.curriculum.clusters:
+        if self.curriculum.only_cluster is not None and self.curriculum.only_cluster >= self.curriculum.n_clusters:
             raise ConfigError(
                 f"curriculum.only_cluster: {self.curriculum.only_cluster} is not a cluster index "
-                f"(0..{self.curriculum.clusters - 1})"
+                f"(0..{self.curriculum.n_clusters - 1})"
             )
         if self.curriculum.pacing == "fixed" and self.curriculum.steps_per_stage is None:
             raise ConfigError("curriculum.steps_per_stage: required when curriculum.pacing is 'fixed'")
@@ -287,11 +357,57 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             if not isinstance(loaded, dict):
                 raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level")
             tree = loaded
+    _migrate(tree)
     for key, value in (overrides or {}).items():
         _set_dotted(tree, key, value)
+    _migrate(tree)
     config = _build(Config, tree, "")
     config.check()
     return config
+
+
+# Keys renamed since a release: (section, old name, new name). Saved configs, run folders and grids
+# written with the old name load as if they used the new one.
+RENAMED_KEYS = (("curriculum", "clusters", "n_clusters"),)
+
+
+def _migrate(tree: dict[str, Any]) -> None:
+    """Rename old keys in a config tree in place; both names at once is an error."""
+    for section, old, new in RENAMED_KEYS:
+        node = tree.get(section)
+        if isinstance(node, dict) and old in node:
+            if new in node:
+                raise ConfigError(f"{section}.{old}: renamed to {section}.{new}; give only one of them")
+            node[new] = node.pop(old)
+
+
+def config_reference() -> str:
+    """Every config key as a Markdown table (key, default, allowed values, meaning): the config
+    reference of docs/training.md and the key list of ``train --help``."""
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    for key, f in _leaf_fields(Config, ""):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        meta = f.metadata
+        if "choices" in meta:
+            allowed = ", ".join(f"`{c}`" for c in meta["choices"])
+        elif "min" in meta:
+            allowed = f"{'>' if meta['strict'] else '>='} {meta['min']:g}"
+        else:
+            allowed = ""
+        rows.append(f"| `{key}` | `{shown}` | {allowed} | {meta.get('help', '')} |")
+    return "\n".join(rows) + "\n"
+
+
+def _leaf_fields(cls: type, prefix: str) -> list[tuple[str, dataclasses.Field]]:
+    out = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += _leaf_fields(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            out.append((f"{prefix}{f.name}", f))
+    return out
 
 
 def dump_config(config: Config, path: Path) -> None:

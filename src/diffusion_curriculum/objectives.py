@@ -109,12 +109,12 @@ class Objective:
         """The model's clean-data estimate from noisy ``x`` at ``levels``, for generation and evaluation."""
         raise NotImplementedError
 
-    def state(self) -> dict[str, Any]:
-        """JSON-able configuration: ``make_objective(**objective.state())`` rebuilds this objective."""
+    def config(self) -> dict[str, Any]:
+        """JSON-able configuration: ``make_objective(**objective.config())`` rebuilds this objective."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.state().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
 
 
@@ -192,7 +192,7 @@ class DDPMObjective(Objective):
             return (x - (1 - a).sqrt() * out) / a.sqrt()
         return a.sqrt() * x - (1 - a).sqrt() * out
 
-    def state(self) -> dict[str, Any]:
+    def config(self) -> dict[str, Any]:
         """Name, schedule and sigma_data."""
         return {
             "name": self.name,
@@ -278,7 +278,7 @@ class EDMObjective(Objective):
         out, c_skip, c_out = self._network(model, x, levels, cond)
         return c_skip * x + c_out * out
 
-    def state(self) -> dict[str, Any]:
+    def config(self) -> dict[str, Any]:
         """Name, sigma_data and the sigma density."""
         d = self.density
         return {
@@ -329,7 +329,7 @@ class FlowObjective(Objective):
         """x0 = x_t - t v."""
         return x - _per_sample(levels, x) * model(x, self.model_time(levels), cond)
 
-    def state(self) -> dict[str, Any]:
+    def config(self) -> dict[str, Any]:
         """Name, sigma_data and the time density."""
         return {
             "name": self.name,

@@ -80,9 +80,9 @@ def test_every_registered_objective_has_example_and_bad_arguments():
 @pytest.mark.parametrize(("name", "kwargs"), cases(OBJECTIVES, OBJECTIVE_EXAMPLES))
 def test_state_round_trip_rebuilds_an_identical_objective(name, kwargs):
     obj = _build(name, kwargs)
-    state = json.loads(json.dumps(obj.state()))  # what a run folder stores
+    state = json.loads(json.dumps(obj.config()))  # the JSON-able config that rebuilds it
     again = make_objective(**state)
-    assert type(again) is type(obj) and again.state() == obj.state()
+    assert type(again) is type(obj) and again.config() == obj.config()
     assert (again.target, again.sigma_data) == (obj.target, obj.sigma_data)
     space, space_again = obj.noise_space(), again.noise_space()
     if isinstance(space, DiscreteSchedule):

@@ -27,7 +27,7 @@ from ._run import cli_env, run
 
 TINY = ["--max-steps", "2", "--batch-size", "4", "--clusters", "2", "--set", "train.sample_every=null"]
 # The same settings for faults given in a config file: flags would override the file's bad value.
-TINY_TREE = {"train": {"max_steps": 2, "batch_size": 4, "sample_every": None}, "curriculum": {"clusters": 2}}
+TINY_TREE = {"train": {"max_steps": 2, "batch_size": 4, "sample_every": None}, "curriculum": {"n_clusters": 2}}
 MODES = ([], ["--overwrite"], ["--resume", "latest"])
 _LETTERS = st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
 _UPPER_BOUNDS = {  # cross-field rules: (bound, whether the bound itself is allowed)
@@ -128,7 +128,7 @@ def config_faults(draw: st.DrawFn) -> Fault:
         clusters = draw(st.integers(timesteps + 1, timesteps + 200))
         objective = draw(st.sampled_from(["eps", "v", "x0"]))
         args = ["--clusters", str(clusters), "--set", f"objective.timesteps={timesteps}", "--objective", objective]
-        return Fault(args, "curriculum.clusters")
+        return Fault(args, "curriculum.n_clusters")
     else:
         candidates = sorted(SCHEMA) if kind == "type" else sorted(k for k in SCHEMA if _out_of_range_ok(k))
         key = draw(st.sampled_from(candidates))
@@ -301,7 +301,7 @@ def test_a_folder_holding_a_run_is_never_overwritten_by_accident(occupied, tmp_p
     [
         (["--overwrite"], "train:\n  max_step: 10\n", "train.max_step"),
         (["--batch-size", "0"], None, "--batch-size"),
-        (["--clusters", "50", "--set", "objective.timesteps=10"], None, "curriculum.clusters"),
+        (["--clusters", "50", "--set", "objective.timesteps=10"], None, "curriculum.n_clusters"),
         (["--overwrite", "--dataset", "/nonexistent/images"], None, "/nonexistent/images"),
         (["--resume", "latest"], "\xff\xfe not text", "config file"),
     ],

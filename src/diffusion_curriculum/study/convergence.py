@@ -149,7 +149,7 @@ def run_convergence_study(
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Train every (interval, seed) job of ``config`` (K = ``curriculum.clusters`` intervals of
+    """Train every (interval, seed) job of ``config`` (K = ``curriculum.n_clusters`` intervals of
     its clustering), apply ``rule`` and write study.jsonl, the figures and study.md under ``out``.
 
     ``threads`` per job is fixed (not derived from ``workers``) so that the numbers do not depend on
