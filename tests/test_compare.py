@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from diffusion_curriculum.assembly import check_pacing
 from diffusion_curriculum.config import ConfigError
-from diffusion_curriculum.experiments import load_grid, preset_path
+from diffusion_curriculum.experiments import PRESETS, load_grid, preset_path
 
 RUNS = ["none-none-s0", "none-none-s1", "easy_to_hard-none-s0", "easy_to_hard-none-s1"]
 
@@ -46,7 +47,8 @@ def _results(out: Path) -> dict:
             {k: v for k, v in json.loads(line).items() if k != "images_per_s"}
             for line in (run / "metrics.jsonl").read_text().splitlines()
         ]
-        results[name] = (evals, metrics)
+        probes = (run / "probe.jsonl").read_text().splitlines()
+        results[name] = (evals, metrics, probes)
     return results
 
 
@@ -59,6 +61,10 @@ def test_smoke_grid_writes_both_reports_and_survives_a_kill(tmp_path):
     assert "report.md" in stdout
     md, html = (clean / "report.md").read_text(), (clean / "report.html").read_text()
     assert "easy_to_hard" in md and "data:image/png;base64," in html
+    # the speed-up instrument: the dense curve first, then the table with intervals and corrected p-values
+    assert md.index("## Speed-up: the dense held-out denoising loss curve") < md.index("## Primary metric")
+    assert "Holm p (Wilcoxon; t)" in md and (clean / "figures" / "dense.png").is_file()
+    assert all((clean / "runs" / name / "probe.jsonl").read_text().count("\n") == 4 for name in RUNS)
     grid = json.loads((clean / "grid.json").read_text())
     assert [r["name"] for r in grid["runs"]] == RUNS and all(r["status"] == "done" for r in grid["runs"])
     assert grid["primary_metric"] == "fid"
@@ -83,12 +89,13 @@ def test_smoke_grid_writes_both_reports_and_survives_a_kill(tmp_path):
     assert _results(killed) == _results(clean)
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "gmm", "uncond", "class", "text", "gpu"])
+@pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_is_a_valid_grid(name):
     grid = load_grid(preset_path(name))
-    assert "none" in grid.methods and len(grid.runs()) == len(grid.methods) * len(grid.weightings) * len(grid.seeds)
+    arms = len(grid.methods) + (grid.aa_seed_offset is not None)
+    assert "none" in grid.methods and len(grid.runs()) == arms * len(grid.weightings) * len(grid.seeds)
     for spec in grid.runs():
-        grid.run_config(spec, Path("/tmp/unused"))
+        check_pacing(grid.run_config(spec, Path("/tmp/unused")))  # adaptive pacing able to fire, or refused
 
 
 def test_quick_preset_is_the_papers_comparison():
@@ -146,3 +153,26 @@ def test_compare_cli_errors_exit_2(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and "--preset" in proc.stderr
+
+
+def test_aa_arm_pairs_disjoint_seeds_by_index():
+    grid = load_grid(preset_path("aa"))
+    specs = grid.runs()
+    aa = [s for s in specs if s.method == "aa"]
+    assert [s.seed for s in aa] == grid.seeds  # paired with the baseline's seeds by index ...
+    assert [s.overrides["seed"] for s in aa] == [seed + grid.aa_seed_offset for seed in grid.seeds]  # ... disjoint
+    assert all(s.overrides["curriculum.order"] == "none" for s in aa)
+    assert not set(s.overrides["seed"] for s in aa) & set(grid.seeds)
+
+
+def test_dense_cadence_and_target_fraction_are_validated(tmp_path):
+    base = {"base": {"data": {"dataset": "gmm"}}, "methods": ["none"], "seeds": [0, 1]}
+    for ev, key in (({"every": 5, "dense_every": 0}, "eval.dense_every"), ({"every": 5, "target_fraction": 1.5},
+                    "eval.target_fraction")):
+        path = tmp_path / "g.yaml"
+        path.write_text(yaml.safe_dump({**base, "eval": ev}))
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_grid(path)
+    path.write_text(yaml.safe_dump({**base, "eval": {"every": 5}, "aa_seed_offset": 1}))
+    with pytest.raises(ConfigError, match="aa_seed_offset"):
+        load_grid(path)  # seeds 1, 2 would overlap the baseline's 0, 1

@@ -21,6 +21,12 @@ def test_diffusers_example_runs_through_all_stages(tmp_path):
         "16",
         "--num-samples",
         "4",
+        "--patience",  # stages of 1 + 1 steps (no smoothing), capped there: through every stage in 8 steps
+        "1",
+        "--ema",
+        "0",
+        "--cap-multiple",
+        "1",
         "--out",
         str(out),
     ]

@@ -1,115 +1,17 @@
-"""Comparison statistics (steps to reach, speed-ups, paired tests) and the grid report on fabricated results."""
+"""The grid report on fabricated results: the verdict, its tables and figures (statistics: test_stats.py)."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
-from scipy.stats import binomtest, ttest_rel
 
 from diffusion_curriculum.experiments.report import write_report
-from diffusion_curriculum.experiments.stats import (
-    mean_std,
-    paired_comparison,
-    sign_test,
-    speedups,
-    steps_to_reach,
-)
 
 STEPS = [100, 200, 300, 400]
-
-
-# ----- steps to reach and speed-ups ---------------------------------------------------------------
-def test_steps_to_reach_both_directions_and_missing_values():
-    assert steps_to_reach(STEPS, [9.0, 5.0, 3.0, 2.0], 5.0, lower_is_better=True) == 200
-    assert steps_to_reach(STEPS, [9.0, 5.0, 3.0, 2.0], 1.0, lower_is_better=True) is None
-    assert steps_to_reach(STEPS, [0.1, 0.5, 0.7, 0.9], 0.7, lower_is_better=False) == 300
-    assert steps_to_reach(STEPS, [None, math.nan, 3.0, 2.0], 5.0, lower_is_better=True) == 300
-    assert steps_to_reach([300, 100, 200], [1.0, 9.0, 4.0], 5.0, lower_is_better=True) == 200  # sorted by step
-
-
-def test_speedup_half_the_steps_is_two_and_not_reached_is_counted():
-    baseline = {0: (STEPS, [40.0, 30.0, 25.0, 20.0]), 1: (STEPS, [44.0, 34.0, 28.0, 22.0])}  # target 21, step 400
-    method = {0: (STEPS, [30.0, 20.5, 15.0, 10.0]), 1: (STEPS, [50.0, 40.0, 30.0, 25.0])}
-    s = speedups(baseline, method, lower_is_better=True)
-    assert s["target"] == pytest.approx(21.0)
-    assert s["baseline_steps"] == 400
-    assert s["steps"] == [200, None]
-    assert s["speedup"] == [2.0, None]
-    assert (s["reached"], s["n"]) == (1, 2)
-    assert s["mean"] == 2.0 and s["std"] is None  # one seed reached: no spread
-
-
-def test_speedup_higher_is_better_with_spread():
-    baseline = {0: (STEPS, [0.1, 0.3, 0.5, 0.8]), 1: (STEPS, [0.2, 0.4, 0.6, 0.6])}  # target 0.7; mean curve 0.7 at 400
-    method = {0: (STEPS, [0.75, 0.8, 0.9, 0.9]), 1: (STEPS, [0.3, 0.71, 0.8, 0.9])}
-    s = speedups(baseline, method, lower_is_better=False)
-    assert s["baseline_steps"] == 400
-    assert s["speedup"] == [4.0, 2.0]
-    assert s["mean"] == 3.0 and s["std"] == pytest.approx(math.sqrt(2.0))
-    assert s["steps_mean"] == 150.0
-
-
-def test_speedup_baseline_steps_come_from_the_seed_mean_curve():
-    # Finals 6 and 6: target 6; the seed-mean curve is [10, 6, 6, 6], so the baseline reaches it at 200, not 400.
-    baseline = {0: (STEPS, [10.0, 5.0, 7.0, 6.0]), 1: (STEPS, [10.0, 7.0, 5.0, 6.0])}
-    method = {0: (STEPS, [6.0, 6.0, 6.0, 6.0])}
-    s = speedups(baseline, method, lower_is_better=True)
-    assert s["target"] == 6.0 and s["baseline_steps"] == 200
-    assert s["speedup"] == [2.0]
-
-
-def test_speedup_baseline_seed_without_final_value_is_left_out():
-    baseline = {0: (STEPS, [10.0, 8.0, 6.0, 4.0]), 1: (STEPS, [10.0, 8.0, 6.0, None])}
-    s = speedups(baseline, {0: (STEPS, [5.0, 4.0, 3.0, 2.0])}, lower_is_better=True)
-    assert s["target"] == 4.0 and s["baseline_steps"] == 400 and s["speedup"] == [2.0]
-
-
-def test_speedup_without_a_baseline_value_reaches_nothing():
-    s = speedups({0: (STEPS, [None] * 4)}, {0: (STEPS, [1.0] * 4)}, lower_is_better=True)
-    assert s["target"] is None and s["speedup"] == [None] and s["reached"] == 0 and s["mean"] is None
-
-
-def test_mean_std_uses_finite_values_and_sample_std():
-    assert mean_std([1.0, 3.0, None, math.nan]) == (2.0, pytest.approx(math.sqrt(2.0)))
-    assert mean_std([5.0]) == (5.0, None)
-    assert mean_std([]) == (None, None)
-
-
-# ----- paired tests -------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("wins", "losses", "expected"),
-    [(5, 0, 2 / 32), (4, 1, 2 * 6 / 32), (9, 1, 2 * 11 / 1024), (3, 3, 1.0), (1, 0, 1.0), (0, 2, 0.5)],
-)
-def test_sign_test_matches_hand_computed_binomial(wins, losses, expected):
-    assert sign_test(wins, losses) == pytest.approx(expected)
-    assert sign_test(wins, losses) == pytest.approx(binomtest(wins, wins + losses, 0.5).pvalue)
-
-
-def test_paired_comparison_counts_wins_and_drops_ties():
-    base = {0: 10.0, 1: 10.0, 2: 10.0, 3: 10.0, 4: 10.0, 5: 10.0}
-    method = {0: 8.0, 1: 9.0, 2: 7.0, 3: 10.0, 4: 11.0, 5: 6.0, 6: 1.0}  # seed 6 has no baseline: not paired
-    p = paired_comparison(base, method, lower_is_better=True)
-    assert (p["n"], p["wins"], p["ties"], p["losses"]) == (6, 4, 1, 1)
-    assert p["sign_p"] == pytest.approx(2 * 6 / 32)  # 4 wins of 5 non-tied
-    assert p["mean_diff"] == pytest.approx((-2 - 1 - 3 + 0 + 1 - 4) / 6)
-    seeds = range(6)
-    expected = ttest_rel([method[s] for s in seeds], [base[s] for s in seeds]).pvalue
-    assert p["t_p"] == pytest.approx(expected)
-    higher = paired_comparison(base, method, lower_is_better=False)
-    assert (higher["wins"], higher["losses"]) == (1, 4)
-
-
-def test_paired_t_is_undefined_for_one_seed_or_constant_differences():
-    assert paired_comparison({0: 1.0}, {0: 2.0}, True)["t_p"] is None
-    constant = paired_comparison({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.5, 1: 1.5, 2: 2.5}, True)
-    assert constant["t_p"] is None and constant["wins"] == 3 and constant["sign_p"] == pytest.approx(0.25)
-    missing = paired_comparison({0: 1.0, 1: None}, {0: 0.5, 1: 0.1}, True)
-    assert missing["n"] == 1 and missing["t_p"] is None
+SCALE = {"none": 1.0, "easy_to_hard": 0.5, "hard_to_easy": 1.25, "random": 1.0}  # steps needed, relative
 
 
 # ----- the report on fabricated grid folders ------------------------------------------------------
@@ -155,9 +57,18 @@ def _fabricate(
                         "unlocked": [[0, 10]],
                         "cluster_loss": [0.1] * 4,
                     }
+                    | ({"stage_changes": [[s, min(1 + s // 90, n_stages), "patience" if s < 200 else "cap"]]}
+                       if n_stages > 1 and s % 90 == 0 and s // 90 < n_stages else {"stage_changes": []})
                     for s in range(10, STEPS[-1] + 1, 10)
                 ],
             )
+            noise = 1 + 0.05 * np.sin(seed + 1.0)  # seed-to-seed spread, the same shape for every method
+            dense = [
+                {"step": st, "heldout_loss": noise / (1 + st / (100 * SCALE[method]))}
+                | ({"excess_error_mean": noise / (2 + st / (100 * SCALE[method]))} if vectors else {})
+                for st in range(20, STEPS[-1] + 1, 20)
+            ]
+            _write_jsonl(run / "probe.jsonl", dense)
             evals = []
             for i, (step, v) in enumerate(zip(STEPS, values, strict=True)):
                 losses = [0.5 / (c + 1) / (i + 1) * (1.5 if method == "none" else 1.0) for c in range(4)]
@@ -176,6 +87,9 @@ def _fabricate(
                 Image.fromarray(pixels, mode="L").save(run / "samples" / f"step_{step:08d}.png")
     grid = {
         "name": "fabricated",
+        "budget": 400,
+        "dense_every": 20,
+        "target_fraction": 0.5,
         "primary_metric": "sliced_wasserstein" if vectors else "fid",
         "lower_is_better": True,
         "runs": runs,
@@ -205,13 +119,17 @@ def test_write_report_end_to_end(tmp_path):
     md, page = write_report(tmp_path)
     assert md == tmp_path / "report.md" and page == tmp_path / "report.html"
     text, doc = md.read_text(), page.read_text()
-    for header in ("final fid (mean ± std)", "speed-up (mean ± std)", "wins / seeds", "sign-test p", "paired t-test p"):
+    for header in ("final fid (mean ± std)", "speed-up to the baseline's 50%-budget held-out denoising loss (95% CI)",
+                   "Holm p (Wilcoxon; t)", "stage changes by patience", "stage changes by cap"):
         assert header in text
-    assert "not reached" in text and "2.00×" in text and "1/2" in text
+    # two seeds: a speed-up (2x by construction) but neither an interval nor a p-value
+    assert "| `easy_to_hard` | 2.00x (—) | 2/2 | 0 | too few seeds (2) |" in text
+    assert "No method's speed-up can be called significant: fewer than 5 paired seeds." in text
+    assert text.index("Speed-up: the dense") < text.index("Primary metric: fid")  # the dense curve comes first
     assert "(figures/primary.png)" in text and "(runs/easy_to_hard-none-s0/samples/step_00000400.png)" in text
     assert "```yaml" in text and "diffusion-curriculum compare quick" in text and "50 samples" in text
-    assert "per-timestep view" in text.lower() and "handicapped" in text
-    for name in ("primary", "metrics", "heldout_cluster_loss", "heldout_cluster_loss_ratio"):
+    assert "per-timestep view" in text.lower()
+    for name in ("dense", "primary", "metrics", "heldout_cluster_loss", "heldout_cluster_loss_ratio"):
         assert (tmp_path / "figures" / f"{name}.png").is_file()
     assert "data:image/png;base64," in doc
     assert '<img src="figures/' not in doc and 'src="runs/' not in doc and "<link" not in doc
@@ -238,7 +156,7 @@ def test_report_with_a_missing_run_and_a_nonfinite_evaluation(tmp_path):
     md, page = write_report(tmp_path)
     text = md.read_text()
     assert "Missing runs" in text and "`easy_to_hard-none-s1`" in text and "status failed" in text
-    assert "anti-curriculum `hard_to_easy` ended worse than the baseline" in text
+    assert "`hard_to_easy` reaches the baseline's 50%-budget held-out denoising loss in 1.25x the steps" in text
     assert "fid (lower is better) | 20 | 20 | 20 |" not in text  # the nonfinite final is missing, not a number
     assert "(1/2 seeds)" in text
     assert "data:image/png;base64," in page.read_text()
@@ -249,8 +167,22 @@ def test_report_single_seed_no_weighting_no_curriculum(tmp_path):
         tmp_path, {("none", 0): [9.0, 7.0, 5.0, 4.0], ("random", 0): [8.0, 6.0, 4.0, 3.0]}, with_weighting_key=False
     )
     text = write_report(tmp_path)[0].read_text()
-    assert "single seed" in text and "Soonest to reach it: **random**" in text
-    assert "| `random` | 1 | 3 | 3 | 300 | 1.33× | 1/1 |" in text
+    assert "fewer than 5 paired seeds" in text and "`random` reaches the baseline's 50%-budget" in text
+    assert "| `random` | 1.00x (—) | 0/1 | 0 | too few seeds (1) |" in text
+
+
+def test_report_with_enough_seeds_gives_intervals_and_corrected_p(tmp_path):
+    """Eight seeds of a method that needs half the steps: speed-up 2 with an interval around it and a p-value
+    (eight, because Holm over the grid's three p-values needs the exact Wilcoxon minimum 2/2^8 = 0.008)."""
+    fid = {(m, s): [100.0 - s, 50.0, 30.0, 20.0 + s] for m in ("none", "easy_to_hard") for s in range(8)}
+    _fabricate(tmp_path, fid)
+    text = write_report(tmp_path)[0].read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `easy_to_hard` | 2.00x ("))
+    low, high = (float(x) for x in row.split("(")[1].split(")")[0].split("–"))
+    assert low <= 2.0 <= high and "8/8" in row
+    assert "Significant after Holm's correction: `easy_to_hard` (2.00x)" in text
+    assert "reaches the baseline's 50%-budget held-out denoising loss in 0.50x the steps" in text
+    assert "smallest speed-up this grid could detect" in text
 
 
 def test_report_weightings_and_vector_metrics(tmp_path):
@@ -258,7 +190,8 @@ def test_report_weightings_and_vector_metrics(tmp_path):
     md, page = write_report(tmp_path)
     text = md.read_text()
     assert "data:image/png;base64," in page.read_text()
-    assert "final sliced_wasserstein (mean ± std)" in text and "With weighting `min_snr`" in text
+    assert "final sliced_wasserstein (mean ± std)" in text and "With `min_snr`:" in text
+    assert "exact excess denoising error" in text  # the dense curve of mixture data
     assert "| weighting |" in text and "`min_snr`" in text
     assert (tmp_path / "figures" / "excess_error.png").is_file()
     assert (tmp_path / "figures" / "excess_error_ratio.png").is_file()

@@ -1,11 +1,14 @@
-"""The curriculum sampler: draws stay in unlocked clusters, stages progress, exact resume."""
+"""The curriculum sampler: draws stay in unlocked clusters and are stratified, stages progress, the
+watched signal, exact resume."""
 
+import itertools
 import math
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import chisquare
 
 from diffusion_curriculum import (
     AdaptivePacing,
@@ -16,6 +19,8 @@ from diffusion_curriculum import (
     FlowMatchingTime,
     cluster_timesteps,
 )
+from diffusion_curriculum.errors import UserError
+from diffusion_curriculum.sampler import SIGNALS, stratified_counts
 
 
 def _uniform(T, n):
@@ -77,7 +82,7 @@ def test_easy_to_hard_adds_the_next_harder_cluster_each_stage():
             break
         sampler.observe(0.0)
     assert seen == [[3], [2, 3], [1, 2, 3], [0, 1, 2, 3]]
-    assert sampler.transitions == [(1, 2), (2, 3), (3, 4)]
+    assert sampler.transitions == [(1, 2, "fixed"), (2, 3, "fixed"), (3, 4, "fixed")]
 
 
 def test_non_cumulative_trains_one_cluster_then_all():
@@ -243,3 +248,206 @@ def test_from_schedule_discrete_uses_the_requested_method():
     sched = DiscreteSchedule.linear(100)
     sampler = CurriculumSampler.from_schedule(sched, 4, FixedPacing(1), method="snr")
     assert sampler.clusters == cluster_timesteps(sched, 4, "snr")
+
+
+# ----- stratified draws ---------------------------------------------------------------------------
+def _expected_extra(quotas: torch.Tensor) -> list[float]:
+    """E[counts - floor(quotas)] of stratified_counts by brute force: its counts are piecewise constant
+    in the offset, changing only where offset + k meets a cumulative fractional part, so averaging them
+    at the midpoints of those pieces, weighted by the pieces' lengths, integrates the offset exactly."""
+    frac = quotas - torch.floor(quotas)
+    cuts = sorted({0.0, 1.0, *[float(c) % 1.0 for c in torch.cumsum(frac, 0)]})
+    expected = torch.zeros_like(quotas)
+    for lo, hi in itertools.pairwise(cuts):
+        if hi > lo:
+            expected += (hi - lo) * (stratified_counts(quotas, (lo + hi) / 2) - torch.floor(quotas))
+    return expected.tolist()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 300), min_size=1, max_size=12),
+    batch=st.integers(0, 700),
+    offset=st.floats(0.0, 1.0, exclude_max=True),
+)
+def test_stratified_counts_are_floor_or_ceil_sum_to_the_batch_and_are_unbiased(sizes, batch, offset):
+    quotas = (batch * torch.tensor(sizes)).to(torch.float64) / sum(sizes)
+    counts = stratified_counts(quotas, offset)
+    assert counts.dtype == torch.long and int(counts.sum()) == batch
+    assert (counts >= torch.floor(quotas)).all() and (counts <= torch.ceil(quotas)).all()
+    frac = (quotas - torch.floor(quotas)).tolist()
+    assert _expected_extra(quotas) == pytest.approx(frac, abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    T=st.integers(2, 500),
+    data=st.data(),
+    method=st.sampled_from(["uniform", "snr", "log_snr"]),
+    cumulative=st.booleans(),
+    batch=st.integers(0, 300),
+    seed=st.integers(0, 2**31),
+)
+def test_every_batch_gives_each_unlocked_cluster_its_exact_share(T, data, method, cumulative, batch, seed):
+    n = data.draw(st.integers(1, min(T, 10)))
+    clusters = cluster_timesteps(DiscreteSchedule.linear(T), n, method)
+    sampler = CurriculumSampler(clusters, FixedPacing(1), "random", seed, cumulative=cumulative)
+    for _ in range(data.draw(st.integers(0, sampler.n_stages - 1))):
+        sampler.observe(1.0)
+    sizes = {i: clusters[i][1] - clusters[i][0] for i in sampler.unlocked}
+    total = sum(sizes.values())
+    for _ in range(3):
+        t = sampler.sample(batch)
+        assert _in_unlocked(sampler, t)
+        for i, size in sizes.items():
+            count = int(((t >= clusters[i][0]) & (t < clusters[i][1])).sum())
+            assert (batch * size) // total <= count <= -(-(batch * size) // total), (i, count)
+
+
+@pytest.mark.parametrize("density", [EDMNoise(), FlowMatchingTime(logit_std=1.0)])
+@pytest.mark.parametrize("batch", [1, 7, 64, 250])
+def test_continuous_batches_give_each_cluster_its_share_of_the_mass(density, batch):
+    sampler = CurriculumSampler.from_schedule(density, 6, FixedPacing(1), "easy_to_hard", seed=4)
+    for _ in range(2):
+        sampler.observe(0.0)  # stage 3: the three noisiest equal-mass clusters, a third each
+    for _ in range(5):
+        before = torch.tensor(sampler.stats()["draw_counts"])
+        sampler.sample(batch, dtype=torch.float64)
+        counts = torch.tensor(sampler.stats()["draw_counts"]) - before
+        assert counts[:3].sum() == 0 and counts.sum() == batch
+        assert ((counts[3:] == batch // 3) | (counts[3:] == -(-batch // 3))).all(), counts
+
+
+def test_draws_are_uniform_within_each_cluster_chi_square():
+    """Stratification fixes how many draws each cluster gets; within a cluster they must stay uniform.
+    Unequal clusters (snr clustering) at stage 3, 4,000 batches of 48, fixed seed; Pearson's
+    chi-square per cluster against the uniform counts."""
+    clusters = cluster_timesteps(DiscreteSchedule.linear(200), 5, "snr")
+    sampler = CurriculumSampler(clusters, FixedPacing(1), "easy_to_hard", seed=12)
+    sampler.observe(0.0)
+    sampler.observe(0.0)
+    counts = torch.zeros(200, dtype=torch.long)
+    for _ in range(4000):
+        counts += torch.bincount(sampler.sample(48), minlength=200)
+    for i in sampler.unlocked:
+        a, b = clusters[i]
+        observed = counts[a:b].double().numpy()
+        assert observed.sum() > 0
+        assert chisquare(observed).pvalue > 1e-3, f"cluster {i} [{a}, {b}) is not uniform"
+
+
+# ----- the watched signal -------------------------------------------------------------------------
+class _Spy(FixedPacing):
+    """A pacing that records what it is given and never advances."""
+
+    def __init__(self):
+        super().__init__(10**9)
+        self.seen = []
+
+    def update(self, loss, stage, n_stages):
+        self.seen.append(loss)
+        return False
+
+
+def _losses_for(t: torch.Tensor) -> torch.Tensor:
+    return 0.01 + (1000 - t).double() ** 2 / 1e5  # falls with the noise level, by orders of magnitude
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_the_watched_signal_against_a_brute_force_computation(signal):
+    clusters = _uniform(1000, 5)
+    spy = _Spy()
+    sampler = CurriculumSampler(clusters, spy, "easy_to_hard", seed=2, signal=signal)
+    sampler.stage = 3  # clusters 2, 3, 4; the newest is 2
+    sampler._refresh()
+    t = sampler.sample(40)
+    loss = _losses_for(t)
+    sampler.observe(loss, t)
+    means = {}
+    for i in (2, 3, 4):
+        a, b = clusters[i]
+        in_cluster = [float(x) for x, ti in zip(loss, t, strict=True) if a <= ti < b]
+        means[i] = sum(in_cluster) / len(in_cluster)
+    expected = {
+        "geomean": math.exp(sum(math.log(m) for m in means.values()) / 3),
+        "newest": means[2],
+        "mean": float(loss.mean()),
+    }[signal]
+    assert spy.seen == [pytest.approx(expected, rel=1e-12)]
+    sampler.observe(float(loss.mean()))  # without timesteps: the scalar as given
+    assert spy.seen[1] == pytest.approx(float(loss.mean()), rel=1e-12)
+
+
+def test_geomean_signal_moves_by_the_nth_root_when_one_cluster_is_rescaled():
+    """Each cluster's loss enters relative to its own level: multiplying one cluster's losses by k
+    multiplies the geometric mean of n clusters by k**(1/n), whatever the cluster's scale."""
+    clusters = _uniform(1000, 4)
+    spies = [_Spy(), _Spy()]
+    samplers = [CurriculumSampler(clusters, spy, "none", seed=5, signal="geomean") for spy in spies]
+    for s in samplers:
+        s.stage, s.n_stages = 1, 2  # let the pacing see "none"'s single stage
+    t = samplers[0].sample(64)
+    loss = _losses_for(t)
+    samplers[0].observe(loss, t)
+    rescaled = torch.where(t < 250, 7.0 * loss, loss)  # cluster 0 only
+    samplers[1].observe(rescaled, t)
+    assert spies[1].seen[0] == pytest.approx(spies[0].seen[0] * 7.0 ** (1 / 4), rel=1e-12)
+
+
+def test_unknown_signal_is_refused():
+    with pytest.raises(UserError, match="signal"):
+        CurriculumSampler(_uniform(100, 2), FixedPacing(1), signal="median")
+
+
+# ----- causes, the pacing's view, old states --------------------------------------------------------
+def test_stage_changes_record_their_cause_and_stats_show_the_pacing_signal():
+    pacing = AdaptivePacing(3, ema=None, max_steps_per_stage=8)
+    sampler = CurriculumSampler(_uniform(100, 3), pacing, "easy_to_hard")
+    for loss in [1.0, 1.0, 1.0, 1.0]:  # flat: patience 3 fires at step 4
+        sampler.observe(loss)
+    assert sampler.transitions == [(4, 2, "patience")]
+    assert sampler.stats()["pacing"] == {"signal": 1.0, "best": 1.0, "counter": 3}  # the view that ended stage 1
+    for i in range(8):  # always improving: the cap of 8 ends stage 2
+        sampler.observe(1.0 / (i + 2))
+        if i < 7:
+            assert sampler.stats()["pacing"] == {"signal": 1.0 / (i + 2), "best": 1.0 / (i + 2), "counter": 0}
+    assert sampler.transitions == [(4, 2, "patience"), (12, 3, "cap")]
+    sampler.observe(1.0)
+    assert sampler.finished and sampler.stats()["pacing"] is None  # nothing is watched any more
+    assert CurriculumSampler(_uniform(100, 3), order="none").stats()["pacing"] is None
+
+
+def test_state_round_trip_restores_causes_and_the_pacing_view():
+    a = CurriculumSampler(_uniform(100, 4), AdaptivePacing(2, ema=0.5), seed=1)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(9):
+        t = a.sample(8)
+        a.observe(_losses_for(t) * (1 + torch.rand(8, generator=g, dtype=torch.float64)), t)
+    assert a.transitions and all(c == "patience" for _, _, c in a.transitions)
+    b = CurriculumSampler(_uniform(100, 4), AdaptivePacing(2, ema=0.5), seed=1)
+    b.load_state_dict(a.state_dict())
+    assert b.transitions == a.transitions
+    sa, sb = a.stats(), b.stats()
+    assert sa.pop("cluster_loss") == pytest.approx(sb.pop("cluster_loss"), nan_ok=True)
+    assert sa == sb and sa["pacing"] is not None
+
+
+def test_a_format_1_state_loads_with_unknown_causes():
+    """A sampler state saved before stage changes had causes (format 1: two-element transitions, the
+    pacing state of the EMA seeded with the first loss) still loads."""
+    a = CurriculumSampler(_uniform(100, 4), AdaptivePacing(2, ema=0.5), seed=1)
+    old = a.state_dict() | {
+        "format": 1,
+        "stage": 3,
+        "step": 20,
+        "transitions": [[6, 2], [13, 3]],
+        "pacing": {"best": 0.4, "smoothed": 0.45, "bad_steps": 1, "steps_in_stage": 7},
+    }
+    del old["pacing_snapshot"]
+    b = CurriculumSampler(_uniform(100, 4), AdaptivePacing(2, ema=0.5), seed=1)
+    b.load_state_dict(old)
+    assert b.transitions == [(6, 2, None), (13, 3, None)]
+    assert (b.stage, b.step, b.pacing.best, b.pacing.bad_steps) == (3, 20, 0.4, 1)
+    assert b.stats()["pacing"] is None
+    b.observe(0.45)  # continues: not an improvement on 0.4, so patience 2 ends stage 3
+    assert b.transitions[-1] == (21, 4, "patience")

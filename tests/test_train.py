@@ -239,3 +239,77 @@ def test_info_prints_config_and_cluster_table(capsys):
     assert main(["info", "--clusters", "4", "--objective", "edm"]) == 0
     out = capsys.readouterr().out
     assert "curriculum:" in out and "C_1" in out and "C_4" in out and "sigma" in out
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_gmm_stage_changes_come_from_patience_and_metrics_show_why(tmp_path):
+    """configs/gmm.yaml for 600 steps with its defaults: the curriculum runs through its stages,
+    at least 80% of the stage changes come from patience rather than the cap, and each line of
+    metrics.jsonl lists the changes since the previous line and the signal that ended them."""
+    out = tmp_path / "gmm"
+    args = ["--max-steps", "600", "--set", "train.sample_every=null", "--set", "train.checkpoint_every=null"]
+    assert main(["train", "--config", str(CONFIGS / "gmm.yaml"), *args, "--out", str(out)]) == 0
+    records = _records(out)
+    changes = [tuple(c) for r in records for c in r["stage_changes"]]
+    assert len(changes) >= 6, changes
+    causes = [cause for _, _, cause in changes]
+    assert set(causes) <= {"patience", "cap"}
+    assert causes.count("patience") >= 0.8 * len(causes), changes
+    assert [stage for _, stage, _ in changes] == list(range(2, len(changes) + 2))
+    patience = 20  # configs/gmm.yaml
+    for r in records:
+        # the stage trained at a step is 1 + the changes before it; a change is listed on its own step's line
+        assert r["stage"] == 1 + sum(step < r["step"] for step, _, _ in changes)
+        assert [tuple(c) for c in r["stage_changes"]] == [c for c in changes if c[0] == r["step"]]
+        if r["stage"] < r["n_stages"]:
+            assert set(r["pacing"]) == {"signal", "best", "counter"} and 0 <= r["pacing"]["counter"] <= patience
+        if any(cause == "patience" for _, _, cause in r["stage_changes"]):
+            assert r["pacing"]["counter"] == patience  # the view that ended the stage
+    assert records[-1]["pacing"] is None or records[-1]["stage"] < records[-1]["n_stages"]
+
+
+def test_resume_mid_stage_restores_adaptive_pacing_and_the_stage_change_log(tmp_path):
+    """Adaptive pacing with metrics.jsonl lines every 2 steps, killed after step 7 and resumed from
+    its step-3 checkpoint, at which a stage changed between two log lines: the same stage changes,
+    causes, pacing signal, log lines and weights as the run that was never stopped."""
+    common = [
+        "--max-steps",
+        "14",
+        "--batch-size",
+        "8",
+        "--clusters",
+        "4",
+        "--set",
+        "curriculum.patience=1",
+        "--set",
+        "curriculum.ema=0.5",
+        "--set",
+        "train.log_every=2",
+        "--set",
+        "train.checkpoint_every=3",
+        "--set",
+        "train.keep_checkpoints=5",
+        "--set",
+        "train.sample_every=null",
+    ]
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    assert main(["train", *common, "--out", str(full)]) == 0
+    changes = [c for r in _records(full) for c in r["stage_changes"]]
+    # what this test is about: a change at the checkpoint's step, which only the next log line reports
+    assert [3, 2, "patience"] in changes and len(changes) >= 2, changes
+
+    partial = [*common[:1], "7", *common[2:]]
+    assert main(["train", *partial, "--out", str(broken)]) == 0
+    for step in (6, 7):
+        shutil.rmtree(broken / "checkpoints" / f"step_{step:08d}")
+    assert main(["train", *common, "--out", str(broken), "--resume", "latest"]) == 0
+
+    a, b = _state(full), _state(broken)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    strip = ("images_per_s",)
+    ra = [{k: v for k, v in r.items() if k not in strip} for r in _records(full)]
+    rb = [{k: v for k, v in r.items() if k not in strip} for r in _records(broken)]
+    assert ra == rb

@@ -4,8 +4,16 @@ The core (schedules, clustering, pacing, sampler, weighting) depends on torch an
 """
 
 from .clustering import cluster_noise_levels, cluster_timesteps
-from .pacing import PACINGS, AdaptivePacing, FixedPacing, FunctionPacing, pacing_fraction
-from .sampler import ORDERS, CurriculumSampler
+from .pacing import (
+    PACINGS,
+    STAGE_CHANGE_CAUSES,
+    AdaptivePacing,
+    FixedPacing,
+    FunctionPacing,
+    pacing_fraction,
+    shortest_adaptive_stage,
+)
+from .sampler import ORDERS, SIGNALS, CurriculumSampler
 from .schedules import DiscreteSchedule, EDMNoise, FlowMatchingTime
 from .weighting import (
     P2,
@@ -25,6 +33,8 @@ __all__ = [
     "ORDERS",
     "P2",
     "PACINGS",
+    "SIGNALS",
+    "STAGE_CHANGE_CAUSES",
     "TARGETS",
     "WEIGHTINGS",
     "AdaptivePacing",
@@ -43,5 +53,6 @@ __all__ = [
     "cluster_timesteps",
     "make_weighting",
     "pacing_fraction",
+    "shortest_adaptive_stage",
     "target_factor",
 ]

@@ -8,14 +8,16 @@ training loop or Accelerate.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from .clustering import cluster_noise_levels, cluster_timesteps
 from .config import Config
 from .data import DatasetBundle, load_dataset
+from .errors import ConfigError
 from .objectives import Objective, make_objective
-from .pacing import AdaptivePacing, FixedPacing, FunctionPacing, Pacing
+from .pacing import AdaptivePacing, FixedPacing, FunctionPacing, Pacing, shortest_adaptive_stage
 from .sampler import CurriculumSampler
 from .schedules import DiscreteSchedule
 from .weighting import Weighting, make_weighting
@@ -28,7 +30,9 @@ __all__ = [
     "build_sampler",
     "build_weighting",
     "cache_dir",
+    "check_pacing",
     "clusters_for",
+    "pacing_warning",
 ]
 
 
@@ -82,31 +86,91 @@ def clusters_for(config: Config, objective: Objective | None = None) -> list[tup
 def build_pacing(config: Config) -> Pacing | None:
     """The pacing rule the config names (None for the uniform baseline).
 
-    Adaptive pacing gets a per-stage cap unless one is given: the stages before the last share
-    ``curriculum.budget_fraction`` of ``train.max_steps``. Without it, a loss that keeps creeping
-    down (the EMA-smoothed loss of a small model on one cluster does, for thousands of steps) never
-    triggers the patience rule, and the run ends before the hard clusters are ever trained.
+    Adaptive pacing is capped per stage by :func:`adaptive_stage_cap`, and refused when that cap
+    ends every stage before patience can fire (:func:`check_pacing`).
     """
     cur = config.curriculum
     if cur.order == "none":
         return None
     if cur.pacing == "adaptive":
-        return AdaptivePacing(cur.patience, cur.min_delta, cur.ema, adaptive_stage_cap(config))
+        check_pacing(config)
+        return AdaptivePacing(
+            cur.patience,
+            cur.min_delta,
+            cur.ema,
+            adaptive_stage_cap(config),
+            min_delta_mode=cur.min_delta_mode,
+            allow_cap_only=cur.allow_cap_only,
+        )
     if cur.pacing == "fixed":
         return FixedPacing(cur.steps_per_stage)
     total = cur.pacing_steps or max(1, config.train.max_steps // 2)
     return FunctionPacing(cur.pacing, total)
 
 
-def adaptive_stage_cap(config: Config) -> int | None:
-    """``max_steps_per_stage`` if set, else the share of the budget each early stage may take."""
+def _budget_cap(config: Config) -> int | None:
+    """Each early stage's share of ``curriculum.budget_fraction`` of ``train.max_steps`` (None if unset)."""
     cur = config.curriculum
-    if cur.max_steps_per_stage is not None or cur.budget_fraction is None:
-        return cur.max_steps_per_stage
     stages_before_last = cur.n_clusters - 1 if cur.cumulative else cur.n_clusters
-    if stages_before_last < 1:
+    if cur.budget_fraction is None or stages_before_last < 1:
         return None
     return max(1, int(cur.budget_fraction * config.train.max_steps / stages_before_last))
+
+
+def adaptive_stage_cap(config: Config) -> int | None:
+    """The longest a stage of adaptive pacing may last: ``max_steps_per_stage`` if set, else the
+    smaller of ``cap_multiple`` times the shortest stage that patience allows
+    (:func:`~.pacing.shortest_adaptive_stage`) and the ``budget_fraction`` share (those set).
+
+    A cap derived from the patience can never cut a stage short of its patience; it bounds the
+    stages of a loss that keeps creeping down by more than ``min_delta``, which otherwise could
+    hold one cluster for the whole run.
+    """
+    cur = config.curriculum
+    if cur.max_steps_per_stage is not None:
+        return cur.max_steps_per_stage
+    caps = [_budget_cap(config)]
+    if cur.cap_multiple is not None:
+        caps.append(math.ceil(cur.cap_multiple * shortest_adaptive_stage(cur.patience, cur.ema)))
+    caps = [c for c in caps if c is not None]
+    return min(caps) if caps else None
+
+
+def check_pacing(config: Config) -> str | None:
+    """Refuse a config whose adaptive pacing cannot fire (:func:`pacing_warning`) with a
+    :class:`~.errors.ConfigError`, unless ``curriculum.allow_cap_only`` asks for that fixed pacing;
+    then return the warning to show (None when patience can fire)."""
+    warning = pacing_warning(config)
+    if warning is not None and not config.curriculum.allow_cap_only:
+        raise ConfigError(f"{warning}; raise the cap, lower the patience or set curriculum.allow_cap_only=true")
+    return warning
+
+
+def pacing_warning(config: Config) -> str | None:
+    """One line saying that the config's adaptive pacing cannot fire, or None when it can (or the
+    pacing is not adaptive).
+
+    Patience can end a stage no earlier than :func:`~.pacing.shortest_adaptive_stage` steps into
+    it; a per-stage cap below that (patience at or above the cap without smoothing) ends every
+    stage first, so the run is fixed pacing at the cap's length. `train`, `info` and `compare`
+    print this line; :func:`check_pacing` refuses such a config unless ``curriculum.allow_cap_only``.
+    """
+    cur = config.curriculum
+    if cur.order == "none" or cur.pacing != "adaptive" or cur.only_cluster is not None:
+        return None
+    cap = adaptive_stage_cap(config)
+    shortest = shortest_adaptive_stage(cur.patience, cur.ema)
+    if cap is None or cap >= shortest:
+        return None
+    if cur.max_steps_per_stage is not None:
+        source = f"curriculum.max_steps_per_stage={cap}"
+    else:
+        source = f"curriculum.budget_fraction={cur.budget_fraction} of train.max_steps={config.train.max_steps}"
+    return (
+        f"curriculum.patience: adaptive pacing cannot fire: patience {cur.patience} (with ema {cur.ema}) ends a "
+        f"stage no earlier than its step {shortest}, but the cap ({source}) ends every stage at step {cap}: "
+        f"this is fixed {cap}-step pacing"
+    )
 
 
 def build_sampler(config: Config, objective: Objective, rank: int) -> CurriculumSampler:
@@ -129,6 +193,7 @@ def build_sampler(config: Config, objective: Objective, rank: int) -> Curriculum
         cumulative=cumulative,
         rank=rank,
         density=density,
+        signal=cur.signal,
     )
 
 

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "finished runs and resumes the others from their last checkpoint.",
     )
     source = compare.add_mutually_exclusive_group()
-    source.add_argument("--preset", help="smoke, quick (default), gmm, uncond, class, text or gpu")
+    source.add_argument("--preset", help="smoke, quick (default), gmm, aa, uncond, class, text or gpu")
     source.add_argument("--config", type=Path, help="a grid YAML file (see the presets for the format)")
     compare.add_argument("--out", type=Path, help="output folder (default runs/compare_<name>)")
     compare.add_argument("--workers", type=_positive_int, help="parallel runs (default: the grid's, at most the cores)")
@@ -337,10 +337,21 @@ def _model_flag(text: str) -> dict[str, str]:
     return out
 
 
+def _warn_pacing(config) -> None:
+    """Refuse a config whose adaptive pacing cannot fire, or, when it asks for that (it is then fixed
+    pacing), say so on stderr."""
+    from .assembly import check_pacing
+
+    warning = check_pacing(config)
+    if warning is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(f"diffusion-curriculum: warning: {warning}", file=sys.stderr)
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     config = _resolve_config(args)
     from .training.trainer import train
 
+    _warn_pacing(config)
     out = train(config, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run written to {out}")
@@ -353,9 +364,11 @@ def _cmd_info(args: argparse.Namespace) -> None:
     from .assembly import build_objective, build_sampler
 
     config = _resolve_config(args)
+    _warn_pacing(config)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
     objective = build_objective(config)
     sampler = build_sampler(config, objective, rank=0)
+    print(f"\npacing: {sampler.pacing!r}, watching the {sampler.signal} signal")
     space = objective.noise_space()
     unit = "timesteps" if sampler.T is not None else ("sigma" if objective.name == "edm" else "t")
     print(

@@ -18,9 +18,9 @@ import yaml
 
 from .clustering import CLUSTER_METHODS
 from .errors import ConfigError
-from .pacing import PACING_FUNCTIONS
+from .pacing import MIN_DELTA_MODES, PACING_FUNCTIONS
 from .runs.atomic import write_atomic
-from .sampler import ORDERS
+from .sampler import ORDERS, SIGNALS
 from .weighting import WEIGHTINGS
 
 __all__ = [
@@ -118,16 +118,42 @@ class CurriculumConfig:
     pacing: str = _field(
         "adaptive", "when the next cluster is unlocked", choices=("adaptive", "fixed", *PACING_FUNCTIONS)
     )
-    patience: int = _field(100, "adaptive pacing: steps without improvement before the next stage", low=1)
-    min_delta: float = _field(0.0, "adaptive pacing: the improvement that counts", low=0.0)
-    ema: float | None = _field(0.99, "adaptive pacing: smoothing of the watched loss (null: none)", low=0.0)
+    patience: int = _field(10, "adaptive pacing: steps without improvement before the next stage", low=1)
+    min_delta: float = _field(
+        0.02,
+        "adaptive pacing: the improvement that counts, as a fraction of the stage's best smoothed loss "
+        "(min_delta_mode relative) or as a loss difference (absolute)",
+        low=0.0,
+    )
+    min_delta_mode: str = _field("relative", "adaptive pacing: how min_delta is read", choices=MIN_DELTA_MODES)
+    ema: float | None = _field(
+        0.9,
+        "adaptive pacing: decay of the bias-corrected EMA of the watched loss (of its log when min_delta is "
+        "relative); comparisons start 1/(1-ema) steps into a stage (null: no smoothing)",
+        low=0.0,
+    )
+    signal: str = _field(
+        "geomean",
+        "adaptive pacing: the loss watched: geometric mean of the unlocked clusters' losses, the newest "
+        "cluster's, or the batch mean (the paper's)",
+        choices=SIGNALS,
+    )
     max_steps_per_stage: int | None = _field(None, "adaptive pacing: cap on a stage's length", low=1)
+    cap_multiple: float | None = _field(
+        8.0,
+        "adaptive pacing without max_steps_per_stage: cap each stage at this multiple of the shortest stage "
+        "patience allows (null: no cap)",
+        low=1.0,
+    )
     budget_fraction: float | None = _field(
-        0.5,
-        "adaptive pacing without max_steps_per_stage: the stages before the last share this fraction of "
-        "train.max_steps (null: no cap)",
+        None,
+        "adaptive pacing without max_steps_per_stage: also cap each stage before the last at this fraction "
+        "of train.max_steps shared among them (null: no such cap)",
         low=0.0,
         strict=True,
+    )
+    allow_cap_only: bool = _field(
+        False, "adaptive pacing: accept a cap that ends every stage before patience can (fixed pacing, with a warning)"
     )
     steps_per_stage: int | None = _field(None, "fixed pacing: steps per stage (required for `fixed`)", low=1)
     pacing_steps: int | None = _field(
@@ -155,6 +181,13 @@ class TrainConfig:
     log_every: int = _field(1, "steps between metrics.jsonl lines", low=1)
     sample_every: int | None = _field(1000, "steps between sample grids, and one at the end (null: none)", low=1)
     checkpoint_every: int | None = _field(500, "steps between checkpoints (null: only at the end)", low=1)
+    probe_every: int | None = _field(
+        None,
+        "steps between held-out probe evaluations, written to probe.jsonl: the dense learning curve "
+        "that speed-ups are read from (null: none)",
+        low=1,
+    )
+    probe_items: int = _field(256, "held-out draws the probe scores, stratified over the clusters", low=1)
     keep_checkpoints: int = _field(2, "newest checkpoints kept", low=1)
     max_bad_steps: int = _field(
         20, "stop (exit code 3) after this many consecutive steps with a NaN or inf loss; each is skipped", low=1
@@ -203,6 +236,8 @@ class Config:
             raise ConfigError("data.heldout_fraction: must be below 1")
         if self.curriculum.ema is not None and self.curriculum.ema >= 1.0:
             raise ConfigError("curriculum.ema: must be below 1 (or null for no smoothing)")
+        if self.curriculum.min_delta_mode == "relative" and self.curriculum.min_delta >= 1.0:
+            raise ConfigError("curriculum.min_delta: a relative min_delta must be below 1 (a fraction of the loss)")
         if self.curriculum.budget_fraction is not None and self.curriculum.budget_fraction > 1.0:
             raise ConfigError("curriculum.budget_fraction: must be at most 1 (or null for no bound)")
         if self.train.ema_decay >= 1.0:

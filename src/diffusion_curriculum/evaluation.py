@@ -28,7 +28,7 @@ from .runs.atomic import write_atomic
 from .runs.loading import TrainedRun, load_trained
 from .sampling import SamplingSettings, sample_decoded
 
-__all__ = ["EvalSettings", "evaluate_run"]
+__all__ = ["EvalSettings", "HeldoutProbe", "evaluate_run", "heldout_cluster_losses"]
 
 
 @dataclass(frozen=True)
@@ -270,6 +270,75 @@ def heldout_cluster_losses(
         noise = torch.randn(x0.shape, generator=g).to(device)
         out.append(float(trained.objective.loss(trained.model, x0, levels.to(device), noise, cond).mean()))
     return out
+
+
+class HeldoutProbe:
+    """The dense, cheap learning curve that speed-ups are read from: the unweighted denoising loss on
+    one fixed set of held-out (x0, noise, level) draws, the same at every evaluation, stratified over
+    the clusters (``items // K`` draws in each, levels uniform within a cluster), so its mean weighs
+    every noise level alike; for Gaussian-mixture data also the exact excess error over the optimal
+    denoiser per cluster (fixed draws too). No sampling: one forward pass of ``items`` per call.
+
+    Call it with the model to score (the trainer passes its EMA weights, the model a run exports).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        data: DatasetBundle,
+        objective: Any,
+        conditioner: Any,
+        device: torch.device | str,
+        *,
+        items: int = 256,
+        codec: Any = None,
+    ) -> None:
+        self.objective, self.device = objective, device
+        self.clusters = clusters_for(config, objective)
+        per = max(1, items // len(self.clusters))
+        g = torch.Generator().manual_seed(config.seed + 0x9E0B)  # apart from the training streams
+        idx = torch.randint(data.heldout.shape[0], (per * len(self.clusters),), generator=g)
+        x0 = data.heldout[idx]
+        if codec is not None:
+            x0 = codec.encode(x0.to(device)).cpu()
+        discrete = isinstance(self.clusters[0][0], int)
+        self.levels = torch.cat([_levels_in(c, per, discrete, g) for c in self.clusters]).to(device)
+        self.noise = torch.randn(x0.shape, generator=g).to(device)
+        self.x0 = x0.to(device)
+        self.per = per
+        labels = None if data.heldout_labels is None else data.heldout_labels[idx]
+        captions = None if data.heldout_captions is None else [data.heldout_captions[int(i)] for i in idx]
+        self.cond = conditioner.for_items(labels, captions, device)
+        self.gmm = data.gmm if config.model.conditioning == "none" else None
+        self.gmm_seed = config.seed + 0x9E0C
+
+    @torch.no_grad()
+    def __call__(self, model: Any) -> dict[str, Any]:
+        """``heldout_loss`` (mean over all draws), ``heldout_cluster_loss`` (per cluster, least noise
+        first) and, for mixture data, ``excess_error`` per cluster and ``excess_error_mean``."""
+        was_training = getattr(model, "training", False)
+        if was_training:
+            model.eval()
+        try:
+            losses = self.objective.loss(model, self.x0, self.levels, self.noise, self.cond).float().cpu()
+            per_cluster = losses.view(len(self.clusters), self.per).mean(1)
+            out: dict[str, Any] = {
+                "heldout_loss": float(losses.mean()),
+                "heldout_cluster_loss": [float(v) for v in per_cluster],
+            }
+            if self.gmm is not None:
+                from .metrics.synthetic import excess_denoising_error
+
+                g = torch.Generator().manual_seed(self.gmm_seed)
+                errors = excess_denoising_error(
+                    model, self.objective, self.gmm, self.clusters, n_per_cluster=self.per, generator=g
+                )
+                out["excess_error"] = errors
+                out["excess_error_mean"] = sum(errors) / len(errors)
+            return out
+        finally:
+            if was_training:
+                model.train()
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:

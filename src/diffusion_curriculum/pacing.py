@@ -1,8 +1,8 @@
 """Pacing: when a curriculum moves on to its next stage.
 
 A pacing object sees one training loss per step through :meth:`update` and answers whether the
-stage should advance now; the sampler calls :meth:`reset` after each advance. Every pacing has
-``state_dict``/``load_state_dict`` for exact resume.
+stage should advance now, and its ``cause`` says why; the sampler calls :meth:`reset` after each
+advance. Every pacing has ``state_dict``/``load_state_dict`` for exact resume.
 
 :class:`AdaptivePacing` is the adaptive pacing rule of Kim, Go, Kwon & Kim, "Denoising Task
 Difficulty-based Curriculum for Training Diffusion Models" (ICLR 2025, arXiv 2403.10348): the
@@ -24,18 +24,33 @@ from typing import Any, Protocol
 from .errors import UserError
 
 __all__ = [
+    "MIN_DELTA_MODES",
     "PACINGS",
     "PACING_FUNCTIONS",
+    "STAGE_CHANGE_CAUSES",
     "AdaptivePacing",
     "FixedPacing",
     "FunctionPacing",
     "Pacing",
+    "first_comparison_step",
     "pacing_fraction",
+    "shortest_adaptive_stage",
 ]
+
+MIN_DELTA_MODES = ("relative", "absolute")
+STAGE_CHANGE_CAUSES = ("patience", "cap", "fixed", "schedule")
+"""What can end a stage, as pacings report it in their ``cause``: adaptive pacing's patience or its
+per-stage cap, a fixed stage length, a pacing function's schedule."""
 
 
 class Pacing(Protocol):
-    """What :class:`~diffusion_curriculum.CurriculumSampler` needs from a pacing rule."""
+    """What :class:`~diffusion_curriculum.CurriculumSampler` needs from a pacing rule.
+
+    ``cause`` says why the last ``update`` that returned True did (one of
+    :data:`STAGE_CHANGE_CAUSES` for the rules here); the sampler records it with the stage change.
+    """
+
+    cause: str | None
 
     def update(self, loss: float, stage: int, n_stages: int) -> bool:
         """Record one step's loss while in ``stage`` (1-based); True means advance now."""
@@ -63,6 +78,8 @@ def _is_real(value: Any) -> bool:
 
 class FixedPacing:
     """Advance after a fixed number of steps per stage (one number, or one per stage)."""
+
+    cause = "fixed"
 
     def __init__(self, steps_per_stage: int | Sequence[int]) -> None:
         if isinstance(steps_per_stage, int) and not isinstance(steps_per_stage, bool):
@@ -95,88 +112,172 @@ class FixedPacing:
         return f"FixedPacing({list(self.steps_per_stage)})"
 
 
+def first_comparison_step(ema: float | None) -> int:
+    """The step of a stage at which adaptive pacing first compares the smoothed loss with a best.
+
+    One EMA time constant, round(1 / (1 - ema)) observations (1 without smoothing): before it, the
+    bias-corrected EMA is an average of only a few minibatches, and a best taken from it would be
+    an early noisy minimum that the true, still falling loss needs many steps to beat.
+    """
+    return 1 if ema is None else max(1, round(1.0 / (1.0 - ema)))
+
+
+def shortest_adaptive_stage(patience: int, ema: float | None) -> int:
+    """The fewest steps after which patience can end a stage: the first comparison sets the best,
+    then ``patience`` steps without improvement."""
+    return first_comparison_step(ema) + patience
+
+
 class AdaptivePacing:
     """The adaptive pacing of Kim et al. (arXiv 2403.10348): advance once the loss stops improving.
 
     The paper moves to the next curriculum stage when the training loss has not improved for a
-    maximum patience of tau iterations, tau a fixed hyper-parameter; ``patience`` is that tau. The
-    EMA smoothing, ``min_delta`` and the per-stage cap ``max_steps_per_stage`` are additions of
-    this package, all off by default.
+    maximum patience of tau iterations, tau a fixed hyper-parameter; ``patience`` is that tau.
+    Minibatch losses are noisy, so by default the loss watched is smoothed and an improvement must
+    be a relative one (additions of this package; ``ema=None, min_delta=0`` is the paper's plain
+    rule):
 
-    Each observation (optionally EMA-smoothed with decay ``ema``) counts as an improvement when
-    it is below the stage's best by more than ``min_delta``; the best is then updated and the
-    counter cleared, otherwise the counter grows. The stage advances when the counter reaches
-    ``patience`` or the stage has lasted ``max_steps_per_stage`` observations. Best, counter and
-    EMA all restart at every stage change, since a new cluster changes the loss level.
+    - **Bias-corrected EMA.** ``m_k = ema * m_{k-1} + (1 - ema) * y_k`` from ``m_0 = 0``, and the
+      smoothed value is ``m_k / (1 - ema**k)`` (the correction Adam applies to its moments), i.e.
+      the average of the stage's observations with weights ``ema**(k - i)``. No single minibatch
+      dominates it, unlike an EMA seeded with the stage's first loss (with ``ema`` 0.99 that first
+      loss still weighs 0.99**40 = 2/3 forty steps later).
+    - **Relative ``min_delta``** (``min_delta_mode="relative"``, the default): the smoothed loss
+      improves when it is below ``best * (1 - min_delta)``, the same criterion at every loss scale;
+      and since that is a criterion on log-loss, the EMA averages ``y = log(loss)`` (the smoothed
+      loss is ``exp`` of it, a geometric average). A loss that falls by orders of magnitude early
+      in a stage (a diffusion loss at high noise does) would otherwise keep a linear average
+      falling by a factor ``ema`` per step long after the loss itself has levelled off, and with it
+      the smoothed loss would "improve" for hundreds of steps. Losses that are not positive carry
+      no information on this scale and are skipped. ``"absolute"`` averages the loss itself and
+      compares with ``best - min_delta``, as other code bases do.
+    - **Comparisons start after one EMA time constant** (:func:`first_comparison_step`), so the
+      stage's best is not an early noisy minimum.
 
-    Minibatch losses are noisy: with ``ema=None`` and ``min_delta=0`` a noisy plateau still
-    produces new minima by chance, so stages last longer than the true plateau. ``ema=0.99``
-    with a small ``min_delta`` is a sensible start for minibatch training.
+    Each step's smoothed loss counts as an improvement when it beats the stage's best by more than
+    the margin; the best is then updated and the counter cleared, otherwise the counter grows. The
+    stage advances when the counter reaches ``patience`` (:attr:`cause` ``"patience"``) or the stage
+    has lasted ``max_steps_per_stage`` steps (``"cap"``). Best, counter and EMA restart at every
+    stage change, since a new cluster changes the loss level. So a stage ends once the smoothed loss
+    has improved by less than ``min_delta`` (a fraction) over ``patience`` steps.
+
+    A cap shorter than :func:`shortest_adaptive_stage` ends every stage before patience can: that
+    is fixed pacing under another name, and is refused unless ``allow_cap_only=True``.
     """
 
     def __init__(
         self,
         patience: int,
-        min_delta: float = 0.0,
-        ema: float | None = None,
+        min_delta: float = 0.02,
+        ema: float | None = 0.9,
         max_steps_per_stage: int | None = None,
+        *,
+        min_delta_mode: str = "relative",
+        allow_cap_only: bool = False,
     ) -> None:
         self.patience = _positive_int("patience", patience)
         if not (_is_real(min_delta) and min_delta >= 0):
             raise UserError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+        if min_delta_mode not in MIN_DELTA_MODES:
+            raise UserError(f"min_delta_mode must be one of {MIN_DELTA_MODES}, got {min_delta_mode!r}")
+        if min_delta_mode == "relative" and min_delta >= 1:
+            raise UserError(f"a relative min_delta must be below 1 (a fraction of the loss), got {min_delta!r}")
         if ema is not None and not (_is_real(ema) and 0.0 <= ema < 1.0):
             raise UserError(f"ema must be None or a decay in [0, 1), got {ema!r}")
         if max_steps_per_stage is not None:
             _positive_int("max_steps_per_stage", max_steps_per_stage)
+            shortest = shortest_adaptive_stage(patience, ema)
+            if max_steps_per_stage < shortest and not allow_cap_only:
+                raise UserError(
+                    f"max_steps_per_stage {max_steps_per_stage} ends every stage before patience {patience} can "
+                    f"(its earliest is step {shortest} of a stage with ema {ema}); this is fixed pacing: raise "
+                    f"max_steps_per_stage, lower patience, or pass allow_cap_only=True"
+                )
         self.min_delta = float(min_delta)
-        self.ema = ema
+        self.min_delta_mode = min_delta_mode
+        self.ema = None if ema is None else float(ema)
         self.max_steps_per_stage = max_steps_per_stage
+        self.first_comparison = first_comparison_step(self.ema)
+        self.cause: str | None = None  # why the last advance happened: "patience" or "cap"
         self.reset()
 
     def reset(self) -> None:
         self.best: float | None = None
         self.smoothed: float | None = None
+        self.ema_sum = 0.0  # m_k, the uncorrected EMA (of log-loss in relative mode)
+        self.observed = 0  # losses averaged in this stage (k of the bias correction)
         self.bad_steps = 0
         self.steps_in_stage = 0
 
     def update(self, loss: float, stage: int, n_stages: int) -> bool:
         loss = float(loss)
         self.steps_in_stage += 1
-        if not math.isfinite(loss):
-            # A non-finite loss says nothing about convergence; it is neither progress nor a plateau.
-            return self._over_budget()
-        if self.ema is None or self.smoothed is None:
-            self.smoothed = loss
-        else:
-            self.smoothed = self.ema * self.smoothed + (1.0 - self.ema) * loss
-        if self.best is None or self.smoothed < self.best - self.min_delta:
-            self.best = self.smoothed
-            self.bad_steps = 0
-        else:
-            self.bad_steps += 1
-        return self.bad_steps >= self.patience or self._over_budget()
+        # A non-finite loss (or, on the log scale, a non-positive one) says nothing about convergence;
+        # it is neither progress nor a plateau.
+        if self._informative(loss):
+            self.observed += 1
+            if self.ema is None:
+                self.smoothed = loss
+            else:
+                y = math.log(loss) if self.min_delta_mode == "relative" else loss
+                self.ema_sum = self.ema * self.ema_sum + (1.0 - self.ema) * y
+                level = self.ema_sum / (1.0 - self.ema**self.observed)
+                self.smoothed = math.exp(level) if self.min_delta_mode == "relative" else level
+            if self.observed >= self.first_comparison:
+                if self.best is None or self.smoothed < self.best - self._margin(self.best):
+                    self.best = self.smoothed
+                    self.bad_steps = 0
+                else:
+                    self.bad_steps += 1
+        if self.bad_steps >= self.patience:
+            self.cause = "patience"
+            return True
+        if self.max_steps_per_stage is not None and self.steps_in_stage >= self.max_steps_per_stage:
+            self.cause = "cap"
+            return True
+        return False
 
-    def _over_budget(self) -> bool:
-        return self.max_steps_per_stage is not None and self.steps_in_stage >= self.max_steps_per_stage
+    def _informative(self, loss: float) -> bool:
+        return math.isfinite(loss) and (loss > 0 or self.min_delta_mode == "absolute")
+
+    def _margin(self, best: float) -> float:
+        return self.min_delta * best if self.min_delta_mode == "relative" else self.min_delta
+
+    def signal_state(self) -> dict[str, Any]:
+        """What the rule watches: the smoothed loss, the stage's best and the steps since it improved."""
+        return {"signal": self.smoothed, "best": self.best, "counter": self.bad_steps}
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "best": self.best,
             "smoothed": self.smoothed,
+            "ema_sum": self.ema_sum,
+            "observed": self.observed,
             "bad_steps": self.bad_steps,
             "steps_in_stage": self.steps_in_stage,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; a state saved before the EMA was bias-corrected (no
+        ``ema_sum``) continues from its smoothed value as if it had been corrected."""
         self.best = state["best"]
         self.smoothed = state["smoothed"]
         self.bad_steps = int(state["bad_steps"])
         self.steps_in_stage = int(state["steps_in_stage"])
+        if "ema_sum" in state:
+            self.ema_sum = float(state["ema_sum"])
+            self.observed = int(state["observed"])
+        else:
+            self.observed = self.steps_in_stage if self.smoothed is not None else 0
+            self.ema_sum = 0.0
+            if self.smoothed is not None and self.ema is not None and self._informative(self.smoothed):
+                level = math.log(self.smoothed) if self.min_delta_mode == "relative" else self.smoothed
+                self.ema_sum = level * (1.0 - self.ema**self.observed)
 
     def __repr__(self) -> str:
         return (
-            f"AdaptivePacing(patience={self.patience}, min_delta={self.min_delta}, "
-            f"ema={self.ema}, max_steps_per_stage={self.max_steps_per_stage})"
+            f"AdaptivePacing(patience={self.patience}, min_delta={self.min_delta}, ema={self.ema}, "
+            f"max_steps_per_stage={self.max_steps_per_stage}, min_delta_mode={self.min_delta_mode!r})"
         )
 
 
@@ -222,6 +323,8 @@ class FunctionPacing:
     For ablations against adaptive pacing; the loss is ignored. ``start_fraction`` defaults to
     one stage's worth when ``None`` (so training starts on a single cluster).
     """
+
+    cause = "schedule"
 
     def __init__(self, kind: str, total_steps: int, start_fraction: float | None = None) -> None:
         _check_kind(kind)

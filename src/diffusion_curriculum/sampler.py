@@ -11,12 +11,19 @@ N clusters are unlocked, training goes on uniformly over all timesteps, as in st
 training. The other orders, the non-cumulative variant and continuous noise levels are ablations
 and extensions of this package.
 
+Two further additions make the loss that the pacing watches a measure of the stage's progress
+rather than of the minibatch's composition: draws are *stratified* (each unlocked cluster gets its
+share of every batch exactly, :func:`stratified_counts`), and the watched loss is by default the
+geometric mean of the unlocked clusters' mean losses (:data:`SIGNALS`), so that every cluster's
+loss enters relative to its own level.
+
 :data:`ORDERS` lists the named orders; the contract tests (tests/contract/) run their shared checks
 on a sampler for each, over the noise space of every objective.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,10 +37,44 @@ from .errors import UserError
 from .pacing import Pacing
 from .schedules import ContinuousNoise, DiscreteSchedule
 
-__all__ = ["ORDERS", "CurriculumSampler", "rank_seed"]
+__all__ = ["ORDERS", "SIGNALS", "CurriculumSampler", "rank_seed", "stratified_counts"]
 
 ORDERS = ("easy_to_hard", "hard_to_easy", "random", "none")
-_STATE_FORMAT = 1
+SIGNALS = ("geomean", "newest", "mean")
+"""The loss a pacing rule watches, from one step's per-sample losses over all ranks:
+
+- ``geomean``: the geometric mean of the unlocked clusters' mean losses. A relative change r of one
+  of n clusters' loss moves it by about r / n whatever that cluster's scale, as if each cluster's
+  loss were divided by its own level, with no level to estimate; eps-prediction losses differ by
+  orders of magnitude across noise levels, and the plain mean would follow the largest alone.
+- ``newest``: the mean loss of the cluster unlocked last (the one the stage added).
+- ``mean``: the mean over the batch, the paper's "training loss".
+
+Without per-sample timesteps the scalar loss given is watched as it is."""
+_STATE_FORMAT = 2  # 1: transitions were (step, stage), AdaptivePacing's EMA was not bias-corrected
+
+
+def stratified_counts(quotas: Tensor, offset: float) -> Tensor:
+    """Integer counts n_c that sum to sum(quotas) (an integer), each floor(q_c) or ceil(q_c), with
+    E[n_c] = q_c exactly when ``offset`` is uniform on [0, 1).
+
+    Each cluster first gets floor(q_c); the R left over go to R distinct clusters drawn by
+    systematic sampling (Madow 1949): the points offset, offset + 1, ..., offset + R - 1 fall in the
+    intervals that tile [0, R) with lengths q_c - floor(q_c), so cluster c gets one more with
+    probability exactly q_c - floor(q_c).
+    """
+    quotas = quotas.to(torch.float64)
+    base = torch.floor(quotas)
+    frac = quotas - base
+    remainder = round(float(frac.sum()))
+    counts = base.long()
+    if remainder == 0:
+        return counts
+    edges = torch.cumsum(frac, 0)
+    edges[-1] = remainder  # exactly: every point below lands in some interval
+    points = offset + torch.arange(remainder, dtype=torch.float64)
+    chosen = torch.searchsorted(edges, points, right=True).clamp(max=quotas.numel() - 1)
+    return counts + torch.bincount(chosen, minlength=quotas.numel())
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -46,7 +87,7 @@ def _distributed() -> bool:
 
 
 class CurriculumSampler:
-    """Draw timesteps uniformly from the union of unlocked clusters; advance stages by pacing.
+    """Draw timesteps from the unlocked clusters, stratified; advance stages by pacing.
 
     With ``order="easy_to_hard"`` and ``cumulative=True`` (the defaults) this is the cumulative
     easy-to-hard curriculum of Kim et al. (arXiv 2403.10348): at stage n the draws come from the
@@ -64,9 +105,20 @@ class CurriculumSampler:
     Stages are cumulative; with ``cumulative=False`` stage k trains on the k-th cluster of the
     order alone, and a final extra stage unlocks everything. The final stage stays for good.
 
+    Draws are stratified: of a batch of B, each unlocked cluster gets B times its share of the
+    unlocked timesteps (or probability mass), the remainder given at random so that every draw is
+    still marginally uniform over the union (:func:`stratified_counts`); within a cluster, draws
+    are uniform. A batch comes grouped by cluster. So the per-cluster mix of a batch, and with it
+    the loss the pacing watches, does not move with the luck of the draw.
+
+    ``signal`` (one of :data:`SIGNALS`) is the loss the pacing watches; each stage change is
+    recorded in :attr:`transitions` as ``(step, new stage, cause)``, the cause being the pacing's
+    ``cause`` (None for a pacing without one), and the pacing's ``signal_state()``, when it has one,
+    after every step in :meth:`stats` (``"pacing"``).
+
     Each rank draws from its own generator, seeded from ``(seed, rank)``; under
-    ``torch.distributed`` :meth:`observe` averages the loss over all ranks, so that every rank
-    takes the same stage decision at the same step.
+    ``torch.distributed`` :meth:`observe` sums the losses per cluster over all ranks, so that every
+    rank takes the same stage decision at the same step.
     """
 
     def __init__(
@@ -79,6 +131,7 @@ class CurriculumSampler:
         cumulative: bool = True,
         density: ContinuousNoise | None = None,
         rank: int | None = None,
+        signal: str = "geomean",
     ) -> None:
         self.clusters: list[tuple[Any, Any]] = [tuple(c) for c in clusters]
         if isinstance(order, str):
@@ -90,6 +143,9 @@ class CurriculumSampler:
                 raise UserError(f"an explicit order must be a permutation of 0..{len(self.clusters) - 1}, got {order}")
         if pacing is None and order != "none":
             raise UserError(f"order {order!r} needs a pacing rule (e.g. AdaptivePacing)")
+        if signal not in SIGNALS:
+            raise UserError(f"unknown signal {signal!r}; choose from {SIGNALS}")
+        self.signal = signal
         self.density = density
         if density is None:
             self.T: int | None = validate_discrete_clusters(self.clusters)
@@ -117,7 +173,9 @@ class CurriculumSampler:
         self.generator = torch.Generator().manual_seed(rank_seed(self.seed, self.rank))
         self.stage = 1
         self.step = 0
-        self.transitions: list[tuple[int, int]] = []  # (step after which it advanced, new stage)
+        # (step after which it advanced, new stage, cause)
+        self.transitions: list[tuple[int, int, str | None]] = []
+        self.pacing_snapshot: dict[str, Any] | None = None  # the pacing's signal_state() after the last step
         n_bins = self.T if self.T is not None else self.n_clusters
         self.draw_counts = torch.zeros(n_bins, dtype=torch.long)
         self.loss_sum = torch.zeros(self.n_clusters, dtype=torch.float64)
@@ -191,21 +249,29 @@ class CurriculumSampler:
         return [(a, b) for a, b in merged]
 
     def _refresh(self) -> None:
-        """Rebuild the lookup tables that :meth:`sample` reads, once per stage change."""
+        """Rebuild the lookup tables that :meth:`sample` reads, once per stage change: each unlocked
+        cluster's share of a batch and where its draws come from."""
         unlocked = self.unlocked
+        self._unlocked_idx = torch.tensor(unlocked)
         if self.T is not None:
-            self._allowed = torch.cat([torch.arange(*self.clusters[i]) for i in unlocked])
+            self._starts = torch.tensor([self.clusters[i][0] for i in unlocked])
+            self._sizes = torch.tensor([self.clusters[i][1] - self.clusters[i][0] for i in unlocked])
+            self._size_sum = int(self._sizes.sum())
         else:
             cdf_lo = self.density.cdf(torch.tensor([self.clusters[i][0] for i in unlocked]))
             cdf_hi = self.density.cdf(torch.tensor([self.clusters[i][1] for i in unlocked]))
-            mass = cdf_hi - cdf_lo
             self._cdf_lo = cdf_lo
+            self._mass = cdf_hi - cdf_lo
             # Clamp bounds: the icdf round trip may stray ~1e-12 past a cluster's edge.
             self._x_lo = torch.tensor([self.clusters[i][0] for i in unlocked], dtype=torch.float64)
             self._x_hi = torch.tensor([self.clusters[i][1] for i in unlocked], dtype=torch.float64)
-            self._mass_before = torch.cumsum(mass, 0) - mass
-            self._total_mass = float(mass.sum())
-            self._unlocked_idx = torch.tensor(unlocked)
+
+    def _quotas(self, batch_size: int) -> Tensor:
+        """Each unlocked cluster's expected number of draws in a batch (float64)."""
+        if self.T is not None:
+            # integer numerators, one division: an exact multiple of the total stays an exact integer
+            return (batch_size * self._sizes).to(torch.float64) / self._size_sum
+        return batch_size * self._mass / self._mass.sum()
 
     # ----- the two calls of a training step ----------------------------------------------
     def sample(
@@ -223,14 +289,16 @@ class CurriculumSampler:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
             raise UserError(f"batch_size must be an integer >= 0, got {batch_size!r}")
         g = self.generator if generator is None else generator
+        offset = float(torch.rand((), generator=g, dtype=torch.float64))
+        counts = stratified_counts(self._quotas(batch_size), offset)
+        j = torch.repeat_interleave(torch.arange(counts.numel()), counts)  # unlocked-cluster slot of each draw
+        u = torch.rand(batch_size, generator=g, dtype=torch.float64)
         if self.T is not None:
-            idx = torch.randint(self._allowed.numel(), (batch_size,), generator=g)
-            out = self._allowed[idx]
+            within = torch.minimum((u * self._sizes[j]).long(), self._sizes[j] - 1)
+            out = self._starts[j] + within
             self.draw_counts += torch.bincount(out, minlength=self.T)
         else:
-            u = torch.rand(batch_size, generator=g, dtype=torch.float64) * self._total_mass
-            j = (torch.searchsorted(self._mass_before, u, right=True) - 1).clamp(min=0)
-            x = self.density.icdf(self._cdf_lo[j] + (u - self._mass_before[j]))
+            x = self.density.icdf(self._cdf_lo[j] + u * self._mass[j])
             x = torch.minimum(torch.maximum(x, self._x_lo[j]), self._x_hi[j])
             self.draw_counts += torch.bincount(self._unlocked_idx[j], minlength=self.n_clusters)
             out = x.to(dtype)
@@ -239,45 +307,63 @@ class CurriculumSampler:
     def observe(self, loss: float | Tensor, timesteps: Tensor | None = None) -> bool:
         """Feed this step's training loss (scalar or per-sample) to the pacing rule.
 
-        With per-sample losses and their ``timesteps`` the mean loss per cluster is recorded
-        for :meth:`stats`. Under ``torch.distributed`` the mean is taken over all ranks.
-        Returns True when the stage advanced at this step.
+        With per-sample losses and their ``timesteps`` the pacing watches the :data:`SIGNALS`
+        named by ``signal``, and the mean loss per cluster is recorded for :meth:`stats`; otherwise
+        it watches the mean loss. Under ``torch.distributed`` the sums per cluster are taken over
+        all ranks (one all-reduce). Returns True when the stage advanced at this step.
         """
+        sums = torch.zeros(self.n_clusters, dtype=torch.float64)
+        counts = torch.zeros(self.n_clusters, dtype=torch.float64)
         if isinstance(loss, Tensor):
             flat = loss.detach().flatten()
             total, count = flat.sum(), flat.numel()
             if timesteps is not None and count > 1:
-                self._record_cluster_losses(flat, timesteps)
+                self._cluster_sums(flat, timesteps, sums, counts)
         else:
-            total, count = torch.tensor(float(loss)), 1
+            total, count = torch.tensor(float(loss), dtype=torch.float64), 1
+        totals = torch.stack([torch.as_tensor(total, dtype=torch.float64).cpu(), torch.tensor(float(count))])
+        buf = torch.cat([sums, counts, totals])
         if _distributed():
             device = (
                 torch.device("cuda", torch.cuda.current_device())
                 if dist.get_backend() == "nccl"
                 else torch.device("cpu")
             )
-            buf = torch.stack(
-                [
-                    torch.as_tensor(total, dtype=torch.float64).to(device),
-                    torch.tensor(float(count), dtype=torch.float64, device=device),
-                ]
-            )
-            dist.all_reduce(buf)
-            mean = float(buf[0] / buf[1])
-        else:
-            mean = float(total) / count
+            reduced = buf.to(device)
+            dist.all_reduce(reduced)
+            buf = reduced.cpu()
+        n = self.n_clusters
         self.step += 1
+        self.pacing_snapshot = None
         if self.finished:
             return False
-        if self.pacing.update(mean, self.stage, self.n_stages):
+        watched = self._watched(buf[:n], buf[n : 2 * n], float(buf[-2] / buf[-1]))
+        advanced = self.pacing.update(watched, self.stage, self.n_stages)
+        signal_state = getattr(self.pacing, "signal_state", None)
+        self.pacing_snapshot = signal_state() if signal_state is not None else None
+        if advanced:
             self.stage += 1
             self.pacing.reset()
-            self.transitions.append((self.step, self.stage))
+            self.transitions.append((self.step, self.stage, getattr(self.pacing, "cause", None)))
             self._refresh()
-            return True
-        return False
+        return advanced
 
-    def _record_cluster_losses(self, flat: Tensor, timesteps: Tensor) -> None:
+    def _watched(self, sums: Tensor, counts: Tensor, mean: float) -> float:
+        """The loss the pacing sees (see :data:`SIGNALS`); NaN, which the pacing ignores, when the
+        clusters it needs drew nothing this step or a cluster's mean is not positive."""
+        if self.signal == "mean" or not bool((counts > 0).any()):
+            return mean
+        if self.signal == "newest":
+            c = self.cluster_order[self.stage - 1]
+            return float(sums[c] / counts[c]) if counts[c] > 0 else math.nan
+        present = self._unlocked_idx[counts[self._unlocked_idx] > 0]
+        means = sums[present] / counts[present]
+        if present.numel() == 0 or not bool((means > 0).all()):
+            return math.nan
+        return float(means.log().mean().exp())
+
+    def _cluster_sums(self, flat: Tensor, timesteps: Tensor, sums: Tensor, counts: Tensor) -> None:
+        """Add this rank's per-cluster loss sums and counts to ``sums``/``counts`` and to the statistics."""
         t = timesteps.detach().flatten().cpu()
         if t.numel() != flat.numel():
             raise UserError(f"observe got {flat.numel()} per-sample losses but {t.numel()} timesteps")
@@ -285,12 +371,17 @@ class CurriculumSampler:
             cluster = self._cluster_of_t[t.long()]
         else:
             cluster = torch.searchsorted(self._edges, t.to(torch.float64), right=True)
-        self.loss_sum.index_add_(0, cluster, flat.cpu().to(torch.float64))
-        self.loss_count.index_add_(0, cluster, torch.ones_like(cluster))
+        values = flat.cpu().to(torch.float64)
+        sums.index_add_(0, cluster, values)
+        counts.index_add_(0, cluster, torch.ones_like(values))
+        self.loss_sum += sums
+        self.loss_count += counts.long()
 
     # ----- logging ------------------------------------------------------------------------
     def stats(self, reset: bool = False) -> dict[str, Any]:
-        """Current stage, unlocked range, draw histogram and mean loss per cluster.
+        """Current stage, unlocked range, draw histogram, mean loss per cluster and the pacing's
+        view of the last step (``"pacing"``: its ``signal_state()``, e.g. adaptive pacing's smoothed
+        signal, best and counter, taken before any reset; None when the pacing did not update).
 
         The histogram is per timestep (discrete) or per cluster (continuous); counts and losses
         accumulate since the last ``reset=True`` call and are this rank's own.
@@ -306,6 +397,7 @@ class CurriculumSampler:
             "unlocked_intervals": self.unlocked_intervals,
             "draw_counts": self.draw_counts.tolist(),
             "cluster_loss": mean.tolist(),
+            "pacing": None if self.pacing_snapshot is None else dict(self.pacing_snapshot),
         }
         if reset:
             self.draw_counts.zero_()
@@ -327,6 +419,7 @@ class CurriculumSampler:
             "stage": self.stage,
             "step": self.step,
             "transitions": [list(t) for t in self.transitions],
+            "pacing_snapshot": self.pacing_snapshot,
             "generator": self.generator.get_state(),
             "pacing": None if self.pacing is None else self.pacing.state_dict(),
             "draw_counts": self.draw_counts.clone(),
@@ -335,8 +428,9 @@ class CurriculumSampler:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; refuses a state made for other clusters or order."""
-        if state.get("format") != _STATE_FORMAT:
+        """Restore :meth:`state_dict`; refuses a state made for other clusters or order. A state of
+        format 1 (before stage changes had a cause) loads with cause None for its stage changes."""
+        if state.get("format") not in (1, _STATE_FORMAT):
             raise UserError(f"unsupported sampler state format {state.get('format')!r}")
         for key, mine in (
             ("clusters", [list(c) for c in self.clusters]),
@@ -350,7 +444,8 @@ class CurriculumSampler:
             raise UserError(f"sampler state has stage {state['stage']} outside 1..{self.n_stages}")
         self.stage = int(state["stage"])
         self.step = int(state["step"])
-        self.transitions = [tuple(t) for t in state["transitions"]]
+        self.transitions = [(int(t[0]), int(t[1]), t[2] if len(t) > 2 else None) for t in state["transitions"]]
+        self.pacing_snapshot = state.get("pacing_snapshot")
         if int(state["rank"]) == self.rank:
             self.generator.set_state(state["generator"])
         # else: a resume on another number of ranks keeps this rank's fresh (seed, rank) stream.

@@ -39,7 +39,9 @@ PACING_EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "adaptive": [
         {"patience": 3},
         {"patience": 4, "min_delta": 0.01, "ema": 0.5, "max_steps_per_stage": 12},
-        {"patience": 5, "ema": 0.9, "min_delta": 0.01},
+        {"patience": 5, "ema": 0.9, "min_delta": 0.01, "min_delta_mode": "absolute"},
+        {"patience": 2, "ema": None, "min_delta": 0.0},  # the paper's plain rule
+        {"patience": 30, "ema": 0.9, "max_steps_per_stage": 8, "allow_cap_only": True},  # fixed pacing, asked for
     ],
     # one case per pacing function, so that a new function kind is covered once listed there
     "function": [{"kind": k, "total_steps": 150} for k in PACING_FUNCTIONS]
@@ -71,6 +73,11 @@ PACING_BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"patience": 2, "ema": "0.9"}, "ema"),
         ({"patience": 2, "max_steps_per_stage": 0}, "max_steps_per_stage"),
         ({"patience": 2, "max_steps_per_stage": 2.5}, "max_steps_per_stage"),
+        ({"patience": 20, "ema": 0.9, "max_steps_per_stage": 29}, "max_steps_per_stage"),
+        ({"patience": 5, "ema": None, "max_steps_per_stage": 5}, "max_steps_per_stage"),
+        ({"patience": 2, "min_delta": 1.0}, "min_delta"),
+        ({"patience": 2, "min_delta_mode": "percent"}, "min_delta_mode"),
+        ({"patience": 2, "min_delta_mode": None}, "min_delta_mode"),
     ],
     "function": [
         ({"kind": "cubic", "total_steps": 10}, "kind"),

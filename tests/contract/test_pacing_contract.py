@@ -2,7 +2,8 @@
 
 A pacing is driven here the way :class:`~diffusion_curriculum.CurriculumSampler` drives it: one
 ``update(loss, stage, n_stages)`` per step while the curriculum is not finished, ``reset()`` after
-each advance, ``state_dict()``/``load_state_dict()`` across a checkpoint.
+each advance (whose ``cause`` must be one of ``STAGE_CHANGE_CAUSES``), ``state_dict()``/
+``load_state_dict()`` across a checkpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from diffusion_curriculum.errors import UserError
-from diffusion_curriculum.pacing import PACING_FUNCTIONS, PACINGS
+from diffusion_curriculum.pacing import PACING_FUNCTIONS, PACINGS, STAGE_CHANGE_CAUSES
 
 from .tables import PACING_BAD, PACING_EXAMPLES, bad_cases, cases, example, require
 
@@ -51,6 +52,7 @@ class Driver:
             decision = self.pacing.update(loss, self.stage, self.n_stages)
             assert isinstance(decision, bool), f"update must return a bool, got {decision!r}"
             if decision:
+                assert self.pacing.cause in STAGE_CHANGE_CAUSES, f"advanced with cause {self.pacing.cause!r}"
                 self.stage += 1
                 self.pacing.reset()
                 advanced = True

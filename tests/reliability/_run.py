@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-# The curriculum run the exactness tests repeat: adaptive pacing whose per-stage cap (4 steps) makes
+# The curriculum run the exactness tests repeat: adaptive pacing (patience 3 on an EMA of decay 0.5,
+# so stages of at least 2 + 3 steps) whose per-stage cap (1 times that shortest stage, 5 steps) makes
 # it cross every stage boundary, LR warm-up throughout, and log lines (every 2 steps) that do not
 # line up with checkpoints (every 3), so a resume lands in the middle of a logging window.
 RUN_ARGS = [
@@ -27,6 +28,10 @@ RUN_ARGS = [
     "4",
     "--patience",
     "3",
+    "--set",
+    "curriculum.ema=0.5",
+    "--set",
+    "curriculum.cap_multiple=1",
     "--set",
     "train.checkpoint_every=3",
     "--set",

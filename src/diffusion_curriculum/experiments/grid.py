@@ -19,9 +19,10 @@ from ..sampler import ORDERS
 
 __all__ = ["PRESETS", "GridConfig", "RunSpec", "load_grid", "preset_path"]
 
-PRESETS = ("smoke", "quick", "gmm", "uncond", "class", "text", "gpu")
-_GRID_KEYS = {"name", "base", "methods", "weightings", "seeds", "eval", "workers", "primary_metric"}
-_EVAL_KEYS = {"every", "n", "steps", "solver"}
+PRESETS = ("smoke", "quick", "gmm", "aa", "uncond", "class", "text", "gpu")
+_GRID_KEYS = {"name", "base", "methods", "weightings", "seeds", "eval", "workers", "primary_metric", "aa_seed_offset"}
+_EVAL_KEYS = {"every", "n", "steps", "solver", "dense_every", "dense_items", "target_fraction"}
+AA = "aa"  # the A/A arm: the uniform baseline again, under other seeds
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class RunSpec:
     name: str
     method: str
     weighting: str
-    seed: int
+    seed: int  # the pairing seed: runs of equal seed are compared with each other
     overrides: dict[str, Any]
 
 
@@ -48,7 +49,21 @@ class GridConfig:
     eval_solver: str = "ddim"
     workers: int = 1
     primary_metric: str | None = None
+    eval_dense_every: int | None = None  # None: a 50th of the budget
+    eval_dense_items: int = 256
+    target_fraction: float = 0.5
+    aa_seed_offset: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def budget(self) -> int:
+        """train.max_steps of every run."""
+        return load_config(overrides=_flatten(self.base)).train.max_steps
+
+    @property
+    def dense_every(self) -> int:
+        """Steps between held-out probe evaluations (the dense curve): eval.dense_every, else budget / 50."""
+        return self.eval_dense_every or max(1, self.budget // 50)
 
     def runs(self) -> list[RunSpec]:
         """Every (method, weighting, seed), baseline first, in a stable order."""
@@ -56,15 +71,18 @@ class GridConfig:
         for weighting in self.weightings:
             wname = weighting["name"]
             params = {k: v for k, v in weighting.items() if k != "name"}
-            for method in self.methods:
+            arms = [(m, m, 0) for m in self.methods]
+            if self.aa_seed_offset is not None:  # the baseline's order under disjoint seeds, paired by index
+                arms.append((AA, "none", self.aa_seed_offset))
+            for method, order, offset in arms:
                 for seed in self.seeds:
                     overrides = {
-                        "curriculum.order": method,
+                        "curriculum.order": order,
                         "objective.weighting": wname,
                         "objective.weighting_params": params,
-                        "seed": seed,
+                        "seed": seed + offset,
                     }
-                    out.append(RunSpec(f"{method}-{wname}-s{seed}", method, wname, seed, overrides))
+                    out.append(RunSpec(f"{method}-{wname}-s{seed + offset}", method, wname, seed, overrides))
         return out
 
     def run_config(self, spec: RunSpec, out_dir: Path) -> Config:
@@ -76,6 +94,8 @@ class GridConfig:
         tree["train"].update(
             checkpoint_every=self.eval_every,
             keep_checkpoints=max_steps // self.eval_every + 2,
+            probe_every=self.dense_every,
+            probe_items=self.eval_dense_items,
         )
         tree.setdefault("sample", {}).update(steps=self.eval_steps, solver=self.eval_solver)
         tree["name"] = spec.name
@@ -144,9 +164,15 @@ def load_grid(path: str | Path) -> GridConfig:
     ev = raw.get("eval") or {}
     if not isinstance(ev, dict) or set(ev) - _EVAL_KEYS:
         raise ConfigError(f"eval: expected a mapping with keys {', '.join(sorted(_EVAL_KEYS))}")
-    for key in ("every", "n", "steps"):
-        if key in ev and not (isinstance(ev[key], int) and ev[key] >= 1):
+    for key in ("every", "n", "steps", "dense_every", "dense_items"):
+        if key in ev and not (isinstance(ev[key], int) and not isinstance(ev[key], bool) and ev[key] >= 1):
             raise ConfigError(f"eval.{key}: expected a positive integer, got {ev[key]!r}")
+    fraction = ev.get("target_fraction", 0.5)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise ConfigError(f"eval.target_fraction: expected a number in (0, 1], got {fraction!r}")
+    offset = raw.get("aa_seed_offset")
+    if offset is not None and not (isinstance(offset, int) and not isinstance(offset, bool) and offset > max(seeds)):
+        raise ConfigError(f"aa_seed_offset: expected an integer above every seed (disjoint seeds), got {offset!r}")
     if "every" not in ev:
         raise ConfigError("eval.every: required (evaluate every this many steps)")
     workers = raw.get("workers", 1)
@@ -164,6 +190,10 @@ def load_grid(path: str | Path) -> GridConfig:
         eval_solver=ev.get("solver", "ddim"),
         workers=workers,
         primary_metric=raw.get("primary_metric"),
+        eval_dense_every=ev.get("dense_every"),
+        eval_dense_items=ev.get("dense_items", 256),
+        target_fraction=float(fraction),
+        aa_seed_offset=offset,
         raw=raw,
     )
 

@@ -17,6 +17,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from ..assembly import check_pacing
 from ..jobs import claim_folder, imap_jobs, mark_done
 from ..metrics.directions import lower_is_better
 from ..runs import checkpoints as ckpt
@@ -82,6 +83,7 @@ def run_one(grid_file: str, spec_name: str, out: str, threads: int, quiet: bool 
         "method": spec.method,
         "weighting": spec.weighting,
         "seed": spec.seed,
+        "run_seed": config.seed,
         "dir": f"runs/{spec.name}",
         "status": "done",
         "wall_s": round(time.perf_counter() - start, 2),
@@ -104,8 +106,13 @@ def run_grid(
     grid = load_grid(grid_file)
     claim_folder(out, "grid.yaml", grid_file.read_text(), "grid", overwrite)
     specs: list[RunSpec] = grid.runs()
+    warnings: list[str] = []
     for spec in specs:  # validate every run's config before any training starts
-        grid.run_config(spec, out / "runs" / spec.name)
+        warning = check_pacing(grid.run_config(spec, out / "runs" / spec.name))
+        if warning is not None and warning not in warnings:
+            warnings.append(warning)
+    for warning in warnings:
+        print(f"diffusion-curriculum: warning: {warning}", file=sys.stderr)
     n_workers = max(1, min(workers or grid.workers, os.cpu_count() or 1, len(specs)))
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     metric, lower = _primary_metric(grid)
@@ -128,6 +135,10 @@ def run_grid(
         "name": grid.name,
         "primary_metric": metric,
         "lower_is_better": lower,
+        "budget": grid.budget,
+        "dense_every": grid.dense_every,
+        "target_fraction": grid.target_fraction,
+        "warnings": warnings,
         "runs": [records[s.name] for s in specs],
         "eval": {
             "every": grid.eval_every,

@@ -1,7 +1,8 @@
 """What a run folder holds, and the rules for starting, replacing and resuming one.
 
 A run folder ``runs/NAME/`` holds ``config.yaml`` (the resolved config, every key),
-``metrics.jsonl`` (one line per logged step), ``checkpoints/step_XXXXXXXX/``, ``samples/``,
+``metrics.jsonl`` (one line per logged step), ``probe.jsonl`` (the held-out probe every
+``train.probe_every`` steps), ``checkpoints/step_XXXXXXXX/``, ``samples/``,
 ``model/`` (the EMA weights and ``run.json``), ``pipeline/`` (a diffusers pipeline, where one
 fits), ``tensorboard/``, and after ``evaluate`` ``eval.jsonl`` and ``eval.png``.
 """
@@ -20,6 +21,7 @@ __all__ = [
     "CONFIG",
     "METRICS",
     "MODEL",
+    "PROBE",
     "RESUMABLE_KEYS",
     "RUN_FILES",
     "check_folder",
@@ -28,9 +30,10 @@ __all__ = [
     "truncate_log",
 ]
 
-CONFIG, METRICS, CHECKPOINTS, SAMPLES, MODEL = "config.yaml", "metrics.jsonl", "checkpoints", "samples", "model"
+CONFIG, METRICS, PROBE = "config.yaml", "metrics.jsonl", "probe.jsonl"
+CHECKPOINTS, SAMPLES, MODEL = "checkpoints", "samples", "model"
 # Artefacts a run writes into its folder; --overwrite removes exactly these.
-RUN_FILES = (CONFIG, METRICS, CHECKPOINTS, SAMPLES, MODEL, "pipeline", "tensorboard")
+RUN_FILES = (CONFIG, METRICS, PROBE, CHECKPOINTS, SAMPLES, MODEL, "pipeline", "tensorboard")
 
 # Config keys a resume may change: where the run folder lives (it may have been moved or copied), and
 # what bounds or guards the run without changing what it computes.

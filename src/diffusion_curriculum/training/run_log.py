@@ -1,5 +1,6 @@
-"""Where a training run reports as it goes: ``metrics.jsonl`` (one JSON line per logged step, flushed
-at once so a kill loses at most the line being written), TensorBoard when it is installed, and the
+"""Where a training run reports as it goes: ``metrics.jsonl`` (one JSON line per logged step) and
+``probe.jsonl`` (one per held-out probe), each line flushed at once so a kill loses at most the line
+being written, TensorBoard when it is installed, and the
 progress bar. Only the main process writes; the others get a silent log."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class RunLog:
         from tqdm.auto import tqdm
 
         self.file = (out / "metrics.jsonl").open("a") if main else None
+        self.probe_file = (out / "probe.jsonl").open("a") if main else None
         self.writer = _tensorboard(out / "tensorboard") if main else None
         self.bar = tqdm(total=total, initial=start, desc="train", disable=not (main and progress), dynamic_ncols=True)
 
@@ -35,13 +37,24 @@ class RunLog:
         shown = "nan" if record["loss"] is None else f"{record['loss']:.4f}"
         self.bar.set_postfix(loss=shown, stage=f"{record['stage']}/{n_stages}")
 
+    def probe(self, step: int, record: dict[str, Any]) -> None:
+        """One held-out probe evaluation: a probe.jsonl line and TensorBoard scalars."""
+        if self.probe_file is not None:
+            self.probe_file.write(json.dumps({"step": step, **record}) + "\n")
+            self.probe_file.flush()
+        if self.writer is not None:
+            for key in ("heldout_loss", "excess_error_mean"):
+                if key in record:
+                    self.writer.add_scalar(f"probe/{key}", record[key], step)
+
     def __enter__(self) -> RunLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.bar.close()
-        if self.file is not None:
-            self.file.close()
+        for file in (self.file, self.probe_file):
+            if file is not None:
+                file.close()
         if self.writer is not None:
             self.writer.close()
 

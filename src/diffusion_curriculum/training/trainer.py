@@ -30,20 +30,12 @@ from ..conditioning import Conditioner, TrainingConditions
 from ..config import Config, dump_config, load_config
 from ..data import DatasetBundle
 from ..errors import ConfigError, RunError, TrainingDiverged
+from ..evaluation import HeldoutProbe
 from ..fault_injection import nan_steps
 from ..models import Denoiser, ModelSpec, build_model
 from ..runs import checkpoints as ckpt
+from ..runs import layout
 from ..runs.export import save_final_model
-from ..runs.layout import (
-    CHECKPOINTS,
-    CONFIG,
-    METRICS,
-    SAMPLES,
-    check_folder,
-    check_same_run,
-    remove_run_files,
-    truncate_log,
-)
 from ..runs.loading import run_meta
 from ..sampler import rank_seed
 from ..sampling import SamplingSettings, sample_decoded
@@ -88,7 +80,7 @@ class Trainer:
         self.local_batch = config.train.batch_size // self.world
         # Check the folder now but write to it only once everything below has loaded: a bad data
         # path or model option must not cost an --overwrite'd run its files.
-        check_folder(self.out, resume, overwrite)
+        layout.check_folder(self.out, resume, overwrite)
 
         self.data: DatasetBundle = build_dataset(config)
         if self.data.skipped:
@@ -149,10 +141,15 @@ class Trainer:
         self.noise_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 2, self.rank))
         self.drop_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 3, self.rank))
         self.fault_steps = nan_steps(self.rank)
+        self.probe = None  # the held-out probe (dense learning curve), on the main process
+        if config.train.probe_every is not None and acc.is_main_process:
+            args = (config, self.data, self.objective, self.conditioner, self.device)
+            self.probe = HeldoutProbe(*args, items=config.train.probe_items, codec=self.codec)
         self.step = 0
         self.skipped_steps = 0  # steps whose loss was NaN or inf, over the whole run
         self.bad_streak = 0  # consecutive such steps up to now
         self.window_loss, self.window_good = 0.0, 0  # loss sum and count of good steps since the last log line
+        self.last_log_step = 0  # the step of the last metrics.jsonl line: stage changes after it go in the next
         if resume is not None:
             self._resume(resume)
         else:
@@ -167,9 +164,9 @@ class Trainer:
         """Start the run's files: empty the folder's run artefacts if overwriting, write config.yaml."""
         if self.accelerator.is_main_process:
             if overwrite:
-                remove_run_files(self.out)
+                layout.remove_run_files(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
-            dump_config(self.config, self.out / CONFIG)
+            dump_config(self.config, self.out / layout.CONFIG)
         self.accelerator.wait_for_everyone()
 
     # ----- checkpoints ---------------------------------------------------------------------
@@ -182,12 +179,13 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "log_window": [self.window_loss, self.window_good],
+            "last_log_step": self.last_log_step,
         }
 
     def save_checkpoint(self) -> Path | None:
         """Write this step's checkpoint (all ranks take part) and keep the newest few."""
         acc = self.accelerator
-        root = self.out / CHECKPOINTS
+        root = self.out / layout.CHECKPOINTS
         staging = ckpt.staging_dir(root, self.step)
         if acc.is_main_process:
             if staging.exists():
@@ -219,7 +217,7 @@ class Trainer:
     def _resume(self, which: str) -> None:
         """Restore the newest intact (or the given) checkpoint; a run killed before its first
         checkpoint starts again from step 0."""
-        root = self.out / CHECKPOINTS
+        root = self.out / layout.CHECKPOINTS
         warn = self.accelerator.print
         if which == "latest":
             path = ckpt.find_latest(root, warn=warn)
@@ -228,16 +226,17 @@ class Trainer:
         else:
             path = Path(which)
             ckpt.verify(path)
-        if (self.out / CONFIG).exists():
-            check_same_run(load_config(self.out / CONFIG), self.config)
+        if (self.out / layout.CONFIG).exists():
+            layout.check_same_run(load_config(self.out / layout.CONFIG), self.config)
         if path is None:
             warn(f"--resume latest: {self.out} holds no checkpoint yet; starting it again from step 0")
         else:
             self._load_checkpoint(path)
             warn(f"resumed from {path} at step {self.step}")
         if self.accelerator.is_main_process:
-            truncate_log(self.out / METRICS, self.step)
-            dump_config(self.config, self.out / CONFIG)
+            layout.truncate_log(self.out / layout.METRICS, self.step)
+            layout.truncate_log(self.out / layout.PROBE, self.step)
+            dump_config(self.config, self.out / layout.CONFIG)
         self.accelerator.wait_for_everyone()
 
     def _load_checkpoint(self, path: Path) -> None:
@@ -258,6 +257,7 @@ class Trainer:
         if rank_state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rank_state["cuda_rng"])
         self.window_loss, self.window_good = rank_state.get("log_window", (0.0, 0))
+        self.last_log_step = int(rank_state.get("last_log_step", state["step"]))
         self.step = int(state["step"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.bad_streak = int(state.get("bad_streak", 0))
@@ -335,11 +335,15 @@ class Trainer:
                     log.write(self._log_record(stage_trained, unlocked, window_steps, elapsed), self.sampler.n_stages)
                     window_start, window_steps = time.perf_counter(), 0
                     self.window_loss, self.window_good = 0.0, 0
+                    self.last_log_step = self.step
                 log.bar.update(1)
                 if diverged:
                     raise self._diverged()
+                if self.probe is not None and (self.step % cfg.probe_every == 0 or last):
+                    with self._ema_weights() as ema_model:  # the model the run exports
+                        log.probe(self.step, self.probe(ema_model))
                 if cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
-                    self.write_samples(self.out / SAMPLES / f"step_{self.step:08d}.png")
+                    self.write_samples(self.out / layout.SAMPLES / f"step_{self.step:08d}.png")
                 checkpoint_due = checkpoint_due or bool(cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
                 if last or (checkpoint_due and self.bad_streak == 0):
                     self.save_checkpoint()
@@ -350,7 +354,7 @@ class Trainer:
 
     def _diverged(self) -> TrainingDiverged:
         """The one-line error that stops a run whose loss stayed NaN or inf; no checkpoint is written."""
-        kept = ckpt.list_checkpoints(self.out / CHECKPOINTS)
+        kept = ckpt.list_checkpoints(self.out / layout.CHECKPOINTS)
         last = f"the last checkpoint is {kept[-1]}" if kept else "there is no checkpoint"
         return TrainingDiverged(
             f"train.max_bad_steps: the loss was NaN or inf at {self.bad_streak} consecutive steps up to step "
@@ -359,7 +363,8 @@ class Trainer:
 
     def _log_record(self, stage: int, unlocked: list[tuple[Any, Any]], steps: int, elapsed: float) -> dict[str, Any]:
         """One metrics.jsonl line: the stage and unlocked range trained at this step, rank 0's mean loss
-        over the window's good steps (null if all were skipped) and the run's skipped-step total."""
+        over the window's good steps (null if all were skipped), the run's skipped-step total, the stage
+        changes since the last line with their causes, and what adaptive pacing watches."""
         stats = self.sampler.stats(reset=True)
         record: dict[str, Any] = {
             "step": self.step,
@@ -371,6 +376,8 @@ class Trainer:
             "lr": self.lr_scheduler.get_last_lr()[0],
             "images_per_s": steps * self.config.train.batch_size / max(elapsed, 1e-9),
             "cluster_loss": [None if math.isnan(v) else v for v in stats["cluster_loss"]],
+            "stage_changes": [list(t) for t in self.sampler.transitions if t[0] > self.last_log_step],
+            "pacing": stats["pacing"],
         }
         if self.world > 1:
             stages = torch.tensor([stage], device=self.device)
@@ -442,6 +449,6 @@ def train(config: Config, *, resume: str | None = None, overwrite: bool = False,
 def train_or_resume(config: Config, *, progress: bool = False) -> Path:
     """Train ``config``'s run, resuming from its newest intact checkpoint if it has one: how a restarted
     grid or study continues a killed job (a folder without a checkpoint has nothing to keep and starts afresh)."""
-    if ckpt.list_checkpoints(config.out_dir / CHECKPOINTS):
+    if ckpt.list_checkpoints(config.out_dir / layout.CHECKPOINTS):
         return train(config, resume="latest", progress=progress)
     return train(config, overwrite=config.out_dir.exists(), progress=progress)

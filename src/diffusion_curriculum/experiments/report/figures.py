@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ..stats import final_value, finite, mean_curve, mean_std
+from ..stats import finite, mean_curve, value_at
 from .results import BASELINE, PER_CLUSTER, Grid, against_baseline, cluster_mean, metric_label
 
-__all__ = ["STYLE", "plot_clusters", "plot_others", "plot_primary", "plot_ratio"]
+__all__ = ["STYLE", "plot_clusters", "plot_dense", "plot_others", "plot_primary", "plot_ratio"]
 
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9, "figure.dpi": 110}
 
@@ -68,6 +68,47 @@ def _plot_metric(ax: Any, grid: Grid, metric: str, weightings: list[str]) -> lis
     return plotted
 
 
+def plot_dense(grid: Grid, key: str, label: str, path: Path) -> bool:
+    """The dense held-out curve speed-ups are read from, one panel per weighting: seed mean with a
+    min-max band per method, the target (the baseline's seed mean at the target step) as a dotted
+    line and the target step as a dashed one."""
+    ws = grid.weightings
+    budget = grid.budget or 0
+    fig = _figure(max(6.5, 5.0 * len(ws)), 4.4)
+    axes = fig.subplots(1, len(ws), squeeze=False)[0]
+    any_data = False
+    for ax, w in zip(axes, ws, strict=True):
+        values: list[float] = []
+        for m in grid.methods:
+            runs = grid.group(w, m)
+            steps, mean, lo, hi = _spread({s: r.probe_curve(key) for s, r in runs.items()})
+            if not steps:
+                continue
+            color = grid.color(m)
+            ax.plot(steps, mean, color=color, lw=2.0 if m == BASELINE else 1.5, label=grid.label(w, m, False))
+            if len(runs) > 1:
+                ax.fill_between(steps, lo, hi, color=color, alpha=0.15, lw=0)
+            values += lo + hi
+        base = {s: r.probe_curve(key) for s, r in grid.group(w, BASELINE).items()}
+        target_step = grid.target_fraction * budget
+        target = value_at(mean_curve(base), target_step) if base else None
+        if target is not None:
+            ax.axhline(target, color="0.35", ls=":", lw=1.2, label="target: baseline at the target step")
+            ax.axvline(target_step, color="0.35", ls="--", lw=0.9)
+        any_data |= bool(values)
+        _log_if_wide(ax, values)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label if ax is axes[0] else "")
+        if len(ws) > 1:
+            ax.set_title(f"weighting: {w}")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best")
+    if any_data:
+        fig.savefig(path)
+    return any_data
+
+
 def plot_primary(grid: Grid, path: Path) -> bool:
     """Primary metric against step, one panel per weighting, with a strip of stage changes beneath."""
     rug = [m for m in grid.methods if any(r.transitions for r in grid.runs if r.method == m)]
@@ -83,9 +124,6 @@ def plot_primary(grid: Grid, path: Path) -> bool:
         values = _plot_metric(ax, grid, grid.metric, [w])
         any_data |= bool(values)
         _log_if_wide(ax, values)
-        target = mean_std([final_value(r.curve(grid.metric)) for r in grid.group(w, BASELINE).values()])[0]
-        if target is not None:
-            ax.axhline(target, color="0.45", ls=":", lw=1.2, label="baseline's final (speed-up target)")
         ax.set_ylabel(metric_label(grid.metric, grid.lower) if i == 0 else "")
         if len(ws) > 1:
             ax.set_title(f"weighting: {w}")

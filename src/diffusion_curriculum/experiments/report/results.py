@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ...metrics.directions import LOWER_IS_BETTER
-from ..stats import final_value, finite, mean_std, paired_comparison, speedups
+from ..stats import final_value, finite, mean_std
 
 __all__ = [
     "BASELINE",
@@ -62,6 +62,13 @@ class Run:
     evals: list[dict[str, Any]]
     stages: list[tuple[int, int, int]] = field(default_factory=list)  # (step, stage, n_stages) per log line
     images_per_s: float | None = None
+    probes: list[dict[str, Any]] = field(default_factory=list)  # probe.jsonl: the dense held-out curve
+    stage_changes: list[tuple[int, int, str]] = field(default_factory=list)  # (step, new stage, cause)
+
+    def probe_curve(self, key: str) -> tuple[list[int], list[float | None]]:
+        """Steps and values of one scalar of the held-out probe (the dense curve)."""
+        steps = [int(r["step"]) for r in self.probes]
+        return steps, [float(r[key]) if finite(r.get(key)) else None for r in self.probes]
 
     def curve(self, key: str) -> tuple[list[int], list[float | None]]:
         """Steps and values of one scalar metric; lines with non-finite samples count as missing."""
@@ -103,6 +110,25 @@ class Grid:
     info: dict[str, Any]
     runs: list[Run]
     missing: list[tuple[dict[str, Any], str]]
+
+    @property
+    def budget(self) -> int | None:
+        """Steps every run trained for."""
+        return self.info.get("budget") or max((r.final_step or 0 for r in self.runs), default=None)
+
+    @property
+    def target_fraction(self) -> float:
+        """Where in the budget the speed-up target is read off the baseline's curve."""
+        return float(self.info.get("target_fraction", 0.5))
+
+    @property
+    def dense_key(self) -> str | None:
+        """The dense curve speed-ups are read from: the exact excess error where the data has it (a
+        Gaussian mixture), else the held-out denoising loss; None when no run has probe records."""
+        keys = {k for r in self.runs for rec in r.probes for k in rec}
+        if "excess_error_mean" in keys:
+            return "excess_error_mean"
+        return "heldout_loss" if "heldout_loss" in keys else None
 
     @property
     def metric(self) -> str:
@@ -182,6 +208,8 @@ def load_results(out: Path) -> Grid:
             missing.append((entry, "no evaluations in eval.jsonl"))
             continue
         log = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if "step" in r]
+        probes = {int(r["step"]): r for r in _read_jsonl(run_dir / "probe.jsonl") if "step" in r}
+        changes = [tuple(c) for r in log for c in r.get("stage_changes") or []]
         speed = mean_std([r.get("images_per_s") for r in log])[0]
         runs.append(
             Run(
@@ -194,6 +222,8 @@ def load_results(out: Path) -> Grid:
                 evals=[evals[s] for s in sorted(evals)],
                 stages=[(int(r["step"]), int(r.get("stage", 1)), int(r.get("n_stages", 1))) for r in log],
                 images_per_s=speed,
+                probes=[probes[s] for s in sorted(probes)],
+                stage_changes=[(int(c[0]), int(c[1]), str(c[2])) for c in changes],
             )
         )
     return Grid(out, info, runs, missing)
@@ -202,7 +232,7 @@ def load_results(out: Path) -> Grid:
 # ----- numbers ------------------------------------------------------------------------------------
 @dataclass
 class Cell:
-    """One (weighting, method) cell's numbers on the primary metric."""
+    """One (weighting, method) cell's numbers on the primary (sample) metric."""
 
     weighting: str
     method: str
@@ -210,25 +240,17 @@ class Cell:
     finals: dict[int, float | None]
     final: tuple[float | None, float | None]
     best: tuple[float | None, float | None]
-    speed: dict[str, Any] | None  # None without a baseline in this weighting
-    paired: dict[str, Any] | None  # None for the baseline itself or without one
 
 
 def analyse(grid: Grid) -> list[Cell]:
-    """Final, best, speed-up and paired comparison for every cell, each against its weighting's baseline."""
+    """Final and best primary metric for every cell (the comparisons with the baseline are :mod:`.verdict`'s)."""
     cells = []
     pick = min if grid.lower else max
     for w, m, runs in grid.groups():
         curves = {s: r.curve(grid.metric) for s, r in runs.items()}
         finals = {s: final_value(c) for s, c in curves.items()}
         bests = [pick(vs) if (vs := [v for v in c[1] if v is not None]) else None for c in curves.values()]
-        base = grid.group(w, BASELINE)
-        base_curves = {s: r.curve(grid.metric) for s, r in base.items()}
-        speed = speedups(base_curves, curves, grid.lower) if base else None
-        paired = None
-        if base and m != BASELINE:
-            paired = paired_comparison({s: final_value(c) for s, c in base_curves.items()}, finals, grid.lower)
-        cells.append(Cell(w, m, runs, finals, mean_std(list(finals.values())), mean_std(bests), speed, paired))
+        cells.append(Cell(w, m, runs, finals, mean_std(list(finals.values())), mean_std(bests)))
     return cells
 
 

@@ -11,126 +11,92 @@ from pathlib import Path
 
 import yaml
 
-from ..stats import mean_std
-from .document import Block, Code, Heading, Image, ImageRow, Para, Table
-from .figures import STYLE, plot_clusters, plot_others, plot_primary, plot_ratio
+from ..stats import MIN_SEEDS_FOR_P
+from .document import Block, BulletList, Code, Heading, Image, ImageRow, Para, Table
+from .figures import STYLE, plot_clusters, plot_dense, plot_others, plot_primary, plot_ratio
 from .results import (
     BASELINE,
     PER_CLUSTER,
-    Cell,
     Grid,
     Run,
     analyse,
     fmt_duration,
     fmt_num,
-    fmt_p,
-    fmt_pm,
     metric_label,
 )
-from .tables import curriculum_table, other_table, paired_table, primary_table, ratio_table
+from .tables import curriculum_table, other_table, primary_table, ratio_table, stage_cause_table, verdict_table
+from .verdict import Verdict, sentence, verdict
 
 __all__ = ["build_document"]
 
 
-def _unlock_note(grid: Grid, budget: int) -> str:
-    """When the curriculum had every cluster unlocked, on average, as a sentence; empty without one."""
-    unlocked = [r.all_unlocked for r in grid.runs if r.method == "easy_to_hard"]
-    mean, std = mean_std([s for s in unlocked if s is not None])
-    if mean is None:
-        return ""
-    got = sum(s is not None for s in unlocked)
-    return (
-        f" `easy_to_hard` had every cluster unlocked at step {fmt_pm(mean, std, '{:.0f}')} (mean over the {got} of "
-        f"{len(unlocked)} runs that got there) of the {budget}-step budget."
-    )
-
-
-def _summary(grid: Grid, cells: list[Cell]) -> list[Block]:
-    """The opening paragraphs, generated from the numbers."""
-    info, metric = grid.info, grid.metric
+def _summary(grid: Grid, v: Verdict | None) -> list[Block]:
+    """The opening: what was compared, then the answer per method in words, the paper's curriculum
+    first; where nothing is significant the first sentence says so."""
+    info = grid.info
     planned = info.get("runs", [])
     seeds = sorted({e.get("seed", 0) for e in planned})
     weightings = list(dict.fromkeys(e.get("weighting") or "none" for e in planned))
-    budget = max((r.final_step or 0 for r in grid.runs), default=0)
     weight = f" × {len(weightings)} weightings ({', '.join(weightings)})" if len(weightings) > 1 else ""
     methods = ", ".join(f"`{m}`" for m in dict.fromkeys(e.get("method", BASELINE) for e in planned)) or "no method"
-    text = [
-        f"Grid `{info.get('name', grid.out.name)}` compares {methods}{weight} over {len(seeds)} seed(s) at an equal "
-        + (f"budget of {budget} training steps" if budget else "step budget")
-        + f"; {len(grid.runs)} of {len(planned)} runs finished"
-        + (f" ({len(grid.missing)} missing, listed below)" if grid.missing else "")
-        + f". The primary metric is {metric_label(metric, grid.lower)}; "
-        + "`none` (uniform timestep sampling) is the baseline."
-    ]
-    for w in grid.weightings:
-        group = [c for c in cells if c.weighting == w]
-        prefix = f"With weighting `{w}`: " if len(grid.weightings) > 1 else ""
-        base = next((c for c in group if c.method == BASELINE), None)
-        others = [c for c in group if c.method != BASELINE]
-        if base is None:
-            text.append(prefix + "no `none` baseline finished, so there are no speed-ups or paired comparisons.")
-            continue
-        if not others:
-            text.append(prefix + "only the baseline finished: there is nothing to compare it with.")
-            continue
-        speed = base.speed
-        if speed is None or speed["target"] is None:
-            text.append(prefix + f"the baseline has no final {metric}, so no speed-up can be measured.")
-            continue
-        sentence = (
-            f"{prefix}the baseline ended at {metric} {fmt_num(speed['target'])} (mean of its seeds' final values), "
-            f"which its seed-mean curve first reached at step {speed['baseline_steps']}. "
-        )
-        reached = sorted(
-            (c for c in others if c.speed and c.speed["reached"]), key=lambda c: (-c.speed["reached"], -c.speed["mean"])
-        )
-        if reached:
-            c = reached[0]
-            s = c.speed
-            head = "Soonest to reach it" if s["mean"] > 1 else "No method reached it sooner on average; closest"
-            sentence += (
-                f"{head}: **{c.method}**, at step {fmt_pm(s['steps_mean'], s['steps_std'], '{:.0f}')}, "
-                f"a speed-up of {fmt_pm(s['mean'], s['std'], '{:.2f}')}× (mean ± std over the {s['reached']} of "
-                f"{s['n']} seeds that reached it"
-                + (f"; the other {s['n'] - s['reached']} did not within the budget" if s["reached"] < s["n"] else "")
-                + ")"
-                + ("; a speed-up below 1 means slower than the baseline" if s["mean"] < 1 else "")
-                + ". "
+    blocks: list[Block] = []
+    if v is None or not v.comparisons:
+        blocks.append(
+            Para(
+                "No speed-up can be measured: no run has held-out probe records (train.probe_every) or "
+                "there is no method beside the `none` baseline."
             )
-            rest = [
-                f"`{o.method}` {fmt_pm(o.speed['mean'], o.speed['std'], '{:.2f}')}× "
-                f"({o.speed['reached']}/{o.speed['n']})"
-                if o.speed["reached"]
-                else f"`{o.method}` not reached (0/{o.speed['n']})"
-                for o in others
-                if o is not c
-            ]
-            if rest:
-                sentence += "Others: " + "; ".join(rest) + ". "
-        else:
-            sentence += f"No other method reached the baseline's final {metric} within the budget. "
-        for c in others:
-            if c.method in ("easy_to_hard", "hard_to_easy") and c.paired and c.final[0] is not None:
-                worse = (c.final[0] > base.final[0]) if grid.lower else (c.final[0] < base.final[0])
-                verdict = "equal to" if c.final[0] == base.final[0] else ("worse than" if worse else "better than")
-                name = "The anti-curriculum `hard_to_easy`" if c.method == "hard_to_easy" else "The curriculum"
-                sentence += (
-                    f"{name} ended {verdict} the baseline on average ({metric} {fmt_pm(*c.final)} against "
-                    f"{fmt_pm(*base.final)}), better on {c.paired['wins']} and worse on {c.paired['losses']} of "
-                    f"{c.paired['n']} paired seeds. "
-                )
-        text.append(sentence.strip())
-    if len(seeds) == 1:
-        text.append("With a single seed there is no spread and no significance test: treat every number as one draw.")
-    if any(r.transitions for r in grid.runs):
-        text.append(
-            f"Speed-ups in this report come from the sample-quality (primary) metric, {metric}, scored on samples "
-            "of the whole model. While a curriculum keeps clusters locked, the model has not yet trained the noise "
-            "levels its sampler also passes through, so its mid-curriculum sample quality is handicapped by "
-            "construction; the held-out loss per cluster (the per-timestep view below) is the fairer view of "
-            "learning progress." + _unlock_note(grid, budget)
         )
-    return [Para(t[0].upper() + t[1:]) for t in text]
+    else:
+        significant = [c for c in v.comparisons if (c.holm.get("speed_w") or 1.0) < 0.05]
+        if significant:
+            lead = (
+                "Significant after Holm's correction: "
+                + ", ".join(
+                    f"`{c.method}` ({c.speed['speedup']:.2f}x{'' if len(weightings) == 1 else ', ' + c.weighting})"
+                    for c in significant
+                )
+                + "."
+            )
+        elif min(c.speed["n"] for c in v.comparisons) < MIN_SEEDS_FOR_P:
+            lead = f"No method's speed-up can be called significant: fewer than {MIN_SEEDS_FOR_P} paired seeds."
+        else:
+            lead = "No method's speed-up is significant after Holm's correction (p < 0.05)."
+        blocks.append(Para(lead))
+        order = sorted(
+            v.comparisons,
+            key=lambda c: (
+                c.method != "easy_to_hard",
+                weightings.index(c.weighting) if c.weighting in weightings else 0,
+            ),
+        )
+        items = [
+            (f"With `{c.weighting}`: " if len(weightings) > 1 else "") + sentence(v, c, grid.metric) for c in order
+        ]
+        blocks.append(BulletList(items))
+        mds = [
+            f"{d:.2f}x" + (f" (`{w}`)" if len(v.min_detectable) > 1 else "")
+            for w, d in v.min_detectable.items()
+            if d is not None
+        ]
+        if mds:
+            blocks.append(
+                Para(
+                    "The smallest speed-up this grid could detect (paired t-test on log steps, α = 0.05, 80% power, "
+                    f"from the baseline seeds' spread of steps to the target): {', '.join(mds)}."
+                )
+            )
+    blocks.append(
+        Para(
+            f"Grid `{info.get('name', grid.out.name)}` compares {methods}{weight} over {len(seeds)} seed(s) at an "
+            f"equal budget of {grid.budget} steps; {len(grid.runs)} of {len(planned)} runs finished"
+            + (f" ({len(grid.missing)} missing, listed below)" if grid.missing else "")
+            + ". `none` (uniform timestep sampling) is the baseline."
+        )
+    )
+    for warning in info.get("warnings", []):
+        blocks.append(Para(f"**Warning:** {warning}"))
+    return blocks
 
 
 def _sample_path(run: Run, step: int) -> Path:
@@ -255,16 +221,42 @@ def build_document(grid: Grid, figures: Path) -> list[Block]:
 
     cells = analyse(grid)
     metric = grid.metric
+    v = verdict(grid)
     blocks: list[Block] = [Heading(1, f"Comparison report: {grid.info.get('name', grid.out.name)}")]
-    blocks += _summary(grid, cells)
+    blocks += _summary(grid, v)
     with matplotlib.rc_context(STYLE):
+        if v is not None:
+            blocks.append(Heading(2, f"Speed-up: the dense {v.name} curve"))
+            if plot_dense(grid, v.key, v.name, figures / "dense.png"):
+                blocks.append(
+                    Image(
+                        figures / "dense.png",
+                        f"{v.name} of the EMA model (the one each run exports) on fixed held-out draws, "
+                        f"every {grid.info.get('dense_every', '?')} steps: line = mean over seeds, band = min–max. "
+                        f"Dotted: the target, the baseline's seed mean at {v.target_fraction:.0%} of the budget "
+                        "(dashed).",
+                    )
+                )
+            blocks += [
+                Para(
+                    "Per seed, steps to the target are the first step at which the running best of the curve "
+                    "reaches it, interpolated between evaluations (linear in the value, log scale in the step); a "
+                    "seed that never reaches it is censored and counted at the budget (a bound in its favour). "
+                    "Speed-up = baseline steps ÷ method steps over pairs of seeds; the table gives their geometric "
+                    "mean with a 95% bootstrap-t interval over pairs. The Δ columns are method − baseline of "
+                    f"{metric} at equal steps. p-values: paired Wilcoxon signed-rank and t-test (on log steps for the "
+                    "speed-up), Holm-corrected over every p-value of the grid, none below "
+                    f"{MIN_SEEDS_FOR_P} pairs."
+                ),
+                verdict_table(grid, v),
+            ]
         blocks.append(Heading(2, f"Primary metric: {metric}"))
         if plot_primary(grid, figures / "primary.png"):
             blocks.append(
                 Image(
                     figures / "primary.png",
                     f"{metric_label(metric, grid.lower)} against the training step: line = mean over seeds, "
-                    "shaded band = min–max over seeds, dotted line = the baseline's final value (the speed-up target)."
+                    "shaded band = min–max over seeds."
                     + (
                         " The strip beneath marks the steps at which a run's curriculum stage changed (every seed, "
                         "one row per method)."
@@ -275,37 +267,13 @@ def build_document(grid: Grid, figures: Path) -> list[Block]:
             )
         else:
             blocks.append(Para(f"No run has a finite {metric} value."))
-        blocks.append(
-            Para(
-                f"Speed-up: the target is the baseline's final {metric} averaged over its seeds (those with a final "
-                "value); the baseline's steps are when its seed-mean curve first reaches it; each method seed's "
-                "steps are when its own curve first reaches it (at an evaluated step); speed-up = baseline steps ÷ "
-                "method steps. Mean ± std (sample std) are over the seeds that reached the target; `not reached` "
-                "seeds are counted in the `reached` column."
-            )
-        )
         blocks.append(primary_table(grid, cells))
-        paired = paired_table(grid, cells)
-        if paired is not None:
-            n_max = max(c.paired["n"] for c in cells if c.paired)
-            blocks += [
-                Heading(2, "Paired comparison with the baseline"),
-                Para(
-                    f"Final {metric} of each method against the baseline on the same seed: a win is a better value. "
-                    "Sign test: exact two-sided binomial (p = ½), ties dropped; paired t-test: "
-                    "`scipy.stats.ttest_rel`; both undefined (—) without paired seeds, the t-test also with fewer "
-                    "than 2 seeds or identical differences."
-                    + (
-                        f" With {n_max} paired seeds the smallest possible sign-test p is {fmt_p(2.0 ** (1 - n_max))}."
-                        if n_max > 1
-                        else ""
-                    )
-                ),
-                paired,
-            ]
         curriculum = curriculum_table(grid)
         if curriculum is not None:
             blocks += [Heading(2, "Curriculum progress"), curriculum]
+        causes = stage_cause_table(grid)
+        if causes is not None:
+            blocks += [Para("What triggered each stage change, summed over seeds:"), causes]
         others = [m for m in grid.metrics_present() if m != metric]
         if others:
             plot_others(grid, others, figures / "metrics.png")

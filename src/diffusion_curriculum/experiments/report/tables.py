@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from ..stats import final_value, mean_std
+from ..stats import MIN_SEEDS_FOR_P, final_value, mean_std
 from .document import Table
 from .results import BASELINE, Cell, Grid, against_baseline, fmt_num, fmt_p, fmt_pm, metric_label
+from .verdict import Comparison, Verdict, fmt_ci
 
-__all__ = ["curriculum_table", "method_name", "other_table", "paired_table", "primary_table", "ratio_table"]
+__all__ = [
+    "curriculum_table",
+    "method_name",
+    "other_table",
+    "primary_table",
+    "ratio_table",
+    "stage_cause_table",
+    "verdict_table",
+]
 
 
 def method_name(cell: Cell) -> str:
@@ -18,54 +25,81 @@ def method_name(cell: Cell) -> str:
     return f"`{cell.method}` (baseline)" if cell.method == BASELINE else f"`{cell.method}`"
 
 
-def _reached_text(speed: dict[str, Any]) -> str:
-    """Per-seed steps and speed-ups, 'not reached' where a seed never got to the target."""
-    parts = []
-    for seed, steps, ratio in zip(speed["seeds"], speed["steps"], speed["speedup"], strict=True):
-        parts.append(f"s{seed}: not reached" if steps is None else f"s{seed}: {steps} ({ratio:.2f}×)")
-    return ", ".join(parts)
-
-
 def primary_table(grid: Grid, cells: list[Cell]) -> Table:
-    """Final and best primary metric, steps to the baseline's final value and speed-up per cell."""
+    """Final and best primary metric per cell."""
     multi = len(grid.weightings) > 1
     header = (
         ["method"]
         + (["weighting"] if multi else [])
-        + [
-            "seeds",
-            f"final {grid.metric} (mean ± std)",
-            "best (mean ± std of each seed's best)",
-            "steps to reach baseline's final (mean ± std)",
-            "speed-up (mean ± std)",
-            "reached",
-            "per seed: steps (speed-up)",
-        ]
+        + ["seeds", f"final {grid.metric} (mean ± std)", "best (mean ± std of each seed's best)"]
     )
     rows = []
     for c in cells:
-        row = [method_name(c)] + ([f"`{c.weighting}`"] if multi else [])
         have = sum(f is not None for f in c.finals.values())
-        row += [
-            str(len(c.runs)),
-            fmt_pm(*c.final) + (f" ({have}/{len(c.finals)} seeds)" if have < len(c.finals) else ""),
-        ]
-        row.append(fmt_pm(*c.best))
-        s = c.speed
-        if s is None:
-            row += ["no baseline", "—", "—", "—"]
-        elif c.method == BASELINE:
-            bs = s["baseline_steps"]
-            row += [f"{bs} (seed-mean curve)" if bs is not None else "—", "1 (reference)", "—", "—"]
-        else:
-            row += [
-                fmt_pm(s["steps_mean"], s["steps_std"], "{:.0f}") if s["reached"] else "not reached",
-                (fmt_pm(s["mean"], s["std"], "{:.2f}") + "×") if s["reached"] else "not reached",
-                f"{s['reached']}/{s['n']}",
-                _reached_text(s),
+        rows.append(
+            [method_name(c)]
+            + ([f"`{c.weighting}`"] if multi else [])
+            + [
+                str(len(c.runs)),
+                fmt_pm(*c.final) + (f" ({have}/{len(c.finals)} seeds)" if have < len(c.finals) else ""),
+                fmt_pm(*c.best),
             ]
+        )
+    return Table(header, rows)
+
+
+def verdict_table(grid: Grid, v: Verdict) -> Table:
+    """The answer per method: speed-up to the target with its interval and Holm p, and the sample
+    metric at equal steps (end of budget and target step) with intervals and Holm p."""
+    multi = len(grid.weightings) > 1
+    pct = f"{v.target_fraction:.0%}"
+    header = (
+        ["method"]
+        + (["weighting"] if multi else [])
+        + [
+            f"speed-up to the baseline's {pct}-budget {v.name} (95% CI)",
+            "faster / pairs",
+            "censored",
+            "Holm p (Wilcoxon; t)",
+            f"Δ {grid.metric} at step {v.budget} (95% CI)",
+            "Holm p (Wilcoxon; t)",
+            f"Δ {grid.metric} at step {v.target_fraction * v.budget:.0f} (95% CI)",
+            "Holm p (Wilcoxon; t)",
+        ]
+    )
+    rows = []
+    for c in v.comparisons:
+        s, n = c.speed, c.speed["n"]
+        speed = "—" if s["speedup"] is None else f"{s['speedup']:.2f}x ({fmt_ci(s['ci'])})"
+        row = [f"`{c.method}`"] + ([f"`{c.weighting}`"] if multi else [])
+        row += [speed, f"{s['faster']}/{n}", str(s["censored"]), _holm_pair(c, "speed", n)]
+        for part in ("final", "mid"):
+            m = getattr(c, part)
+            row.append("—" if m is None or m["diff"] is None else f"{fmt_num(m['diff'])} ({fmt_ci(m['ci'], '{:.3g}')})")
+            row.append(_holm_pair(c, part, 0 if m is None else m["n"]))
         rows.append(row)
     return Table(header, rows)
+
+
+def _holm_pair(c: Comparison, part: str, n: int) -> str:
+    if n < MIN_SEEDS_FOR_P:
+        return f"too few seeds ({n})"
+    return f"{fmt_p(c.holm.get(part + '_w'))}; {fmt_p(c.holm.get(part + '_t'))}"
+
+
+def stage_cause_table(grid: Grid) -> Table | None:
+    """How many stage changes each method's runs made, by what triggered them (summed over seeds)."""
+    causes = sorted({cause for r in grid.runs for _, _, cause in r.stage_changes})
+    if not causes:
+        return None
+    multi = len(grid.weightings) > 1
+    rows = []
+    for w, m, runs in grid.groups():
+        counts = [sum(got == k for r in runs.values() for _, _, got in r.stage_changes) for k in causes]
+        if sum(counts):
+            rows.append([f"`{m}`"] + ([f"`{w}`"] if multi else []) + [str(len(runs))] + [str(n) for n in counts])
+    header = ["method"] + (["weighting"] if multi else []) + ["runs"] + [f"stage changes by {k}" for k in causes]
+    return Table(header, rows) if rows else None
 
 
 def other_table(grid: Grid, cells: list[Cell], metrics: list[str]) -> Table:
@@ -79,41 +113,6 @@ def other_table(grid: Grid, cells: list[Cell], metrics: list[str]) -> Table:
             have = sum(f is not None for f in finals)
             row.append(fmt_pm(*mean_std(finals)) + (f" ({have}/{len(finals)} seeds)" if have < len(finals) else ""))
         rows.append(row)
-    return Table(header, rows)
-
-
-def paired_table(grid: Grid, cells: list[Cell]) -> Table | None:
-    """Seed-paired comparison of each method's final primary metric with its baseline's."""
-    multi = len(grid.weightings) > 1
-    rows = []
-    for c in cells:
-        if c.paired is None:
-            continue
-        p = c.paired
-        rows.append(
-            [method_name(c)]
-            + ([f"`{c.weighting}`"] if multi else [])
-            + [
-                f"{p['wins']}/{p['n']}",
-                str(p["ties"]),
-                fmt_num(p["mean_diff"]),
-                fmt_p(p["sign_p"]),
-                fmt_p(p["t_p"]),
-            ]
-        )
-    if not rows:
-        return None
-    header = (
-        ["method"]
-        + (["weighting"] if multi else [])
-        + [
-            "wins / seeds",
-            "ties",
-            f"mean difference in final {grid.metric} (method − baseline)",
-            "sign-test p (two-sided, exact)",
-            "paired t-test p",
-        ]
-    )
     return Table(header, rows)
 
 
