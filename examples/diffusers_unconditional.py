@@ -10,6 +10,11 @@ clusters unlocked so far and is told each step's per-sample loss, so that its ad
 decide when to unlock the next cluster. Everything else (model, noise scheduler, loss, optimizer,
 sampling) is plain diffusers and torch. Look for the three lines marked ``# <-- curriculum``.
 
+``--sampler`` swaps in any other timestep sampler of :data:`diffusion_curriculum.SAMPLERS` through the
+same three lines, e.g. ``--sampler learning_progress`` (ours: samples where the loss moves, uniform at
+the end); samplers that weight the loss (importance sampling, SpeeD's weighting) give the weights in
+``sampler.loss_weights(timesteps)``, which are ones for the curriculum.
+
 The data are scikit-learn's 8x8 handwritten digits, scaled to [-1, 1], and the model is a tiny
 ``UNet2DModel``, so the defaults (600 steps) run in about 30 s on one CPU thread.
 At the end 64 samples are drawn with DDIM (50 steps) and saved as a PNG grid.
@@ -19,6 +24,7 @@ Run::
     python examples/diffusers_unconditional.py                      # defaults: 600 steps
     python examples/diffusers_unconditional.py --steps 20 --patience 1 --ema 0 --cap-multiple 1  # smoke test
     python examples/diffusers_unconditional.py --order none          # uniform baseline
+    python examples/diffusers_unconditional.py --sampler learning_progress   # our learning-progress sampler
 
 Outputs in ``--out`` (default ``runs/diffusers_unconditional``): ``samples.png`` and
 ``log.jsonl`` with one ``{"step", "loss", "stage"}`` record per training step.
@@ -39,7 +45,14 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
-from diffusion_curriculum import ORDERS, AdaptivePacing, CurriculumSampler, DiscreteSchedule, shortest_adaptive_stage
+from diffusion_curriculum import (
+    ORDERS,
+    SAMPLERS,
+    AdaptivePacing,
+    CurriculumSampler,
+    DiscreteSchedule,
+    shortest_adaptive_stage,
+)
 
 try:
     from tqdm.auto import tqdm
@@ -57,8 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=600, help="training steps (optimizer updates)")
     p.add_argument("--batch-size", type=int, default=64, help="images per training step")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="curriculum",
+                   help="timestep sampler: the paper's curriculum (with --order) or another, e.g. "
+                   "learning_progress")
     p.add_argument("--order", choices=ORDERS, default="easy_to_hard",
                    help="curriculum order; 'none' is the uniform baseline")
+    p.add_argument("--shares", type=lambda text: [float(x) for x in text.split(",")],
+                   help="matched_marginal: the share of each cluster, comma-separated")
     p.add_argument("--n-clusters", type=int, default=5,
                    help="number of timestep clusters (= curriculum stages)")
     p.add_argument("--patience", type=int, default=10,
@@ -132,14 +150,20 @@ def main(argv: list[str] | None = None) -> None:
     # bounds a stage whose loss keeps falling; it is a multiple of the shortest stage patience
     # allows (a shorter one would be fixed pacing, which AdaptivePacing refuses).
     max_steps_per_stage = args.cap_multiple * shortest_adaptive_stage(args.patience, args.ema)
-    sampler = CurriculumSampler.from_schedule(  # <-- curriculum (1/3)
-        DiscreteSchedule.from_alphas_cumprod(noise_scheduler.alphas_cumprod),
-        n_clusters=args.n_clusters,
-        pacing=AdaptivePacing(patience=args.patience, ema=args.ema,
-                              max_steps_per_stage=max_steps_per_stage),
-        order=args.order,
-        seed=args.seed,
-    )
+    schedule = DiscreteSchedule.from_alphas_cumprod(noise_scheduler.alphas_cumprod)
+    if args.sampler == "curriculum":
+        sampler = CurriculumSampler.from_schedule(  # <-- curriculum (1/3)
+            schedule,
+            n_clusters=args.n_clusters,
+            pacing=AdaptivePacing(patience=args.patience, ema=args.ema,
+                                  max_steps_per_stage=max_steps_per_stage),
+            order=args.order,
+            seed=args.seed,
+        )
+    else:  # the same protocol; learning_progress needs the run's length, matched_marginal its shares
+        needs = {"learning_progress": {"total_steps": args.steps}, "matched_marginal": {"shares": args.shares}}
+        sampler = SAMPLERS[args.sampler].from_schedule(  # <-- curriculum (1/3)
+            schedule, n_clusters=args.n_clusters, seed=args.seed, **needs.get(args.sampler, {}))
     print(sampler)
     print(f"stage {sampler.stage}/{sampler.n_stages}: timesteps {sampler.unlocked_intervals}")
 
@@ -167,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
                 per_sample_loss = F.mse_loss(
                     model_output.float(), noise.float(), reduction="none"
                 ).mean(dim=(1, 2, 3))
-                loss = per_sample_loss.mean()
+                # ones for the curriculum and learning_progress; importance weights for loss_importance
+                loss = (per_sample_loss * sampler.loss_weights(timesteps)).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

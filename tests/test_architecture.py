@@ -63,6 +63,7 @@ def _graph() -> dict[str, set[str]]:
 
 MODULES = {_module_name(p) for p in PACKAGE.rglob("*.py")}
 GRAPH = _graph()
+CORE |= {m for m in MODULES if m == "samplers" or m.startswith("samplers.")}  # the timestep samplers
 
 
 def _reachable(start: str) -> set[str]:
@@ -80,6 +81,8 @@ def test_the_graph_sees_imports():
     assert "assembly" in GRAPH["training.trainer"]
     assert "runs.checkpoints" in GRAPH["training.trainer"]
     assert "errors" in GRAPH["sampler"]
+    assert {"samplers", "samplers.base", "samplers.learning_progress"} <= CORE
+    assert "samplers.base" in GRAPH["samplers.learning_progress"]
 
 
 @pytest.mark.parametrize("module", sorted(CORE))

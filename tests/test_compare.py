@@ -176,3 +176,107 @@ def test_dense_cadence_and_target_fraction_are_validated(tmp_path):
     path.write_text(yaml.safe_dump({**base, "eval": {"every": 5}, "aa_seed_offset": 1}))
     with pytest.raises(ConfigError, match="aa_seed_offset"):
         load_grid(path)  # seeds 1, 2 would overlap the baseline's 0, 1
+
+
+# ----- timestep samplers as methods ------------------------------------------------------------------
+def _grid_file(tmp_path, **raw) -> Path:
+    tree = {"base": {"data": {"dataset": "gmm"}, "model": {"arch": "mlp"}}, "seeds": [0, 1], "eval": {"every": 5}}
+    tree.update(raw)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_grid_methods_are_orders_or_samplers_with_parameters_and_labels(tmp_path):
+    methods = [
+        "none",
+        "easy_to_hard",
+        "learning_progress",
+        {"name": "learning_progress", "label": "lp_is", "importance_weights": True},
+        {"name": "speed", "change_aware": False},
+        {"name": "matched_marginal", "from": "easy_to_hard"},
+    ]
+    grid = load_grid(_grid_file(tmp_path, methods=methods))
+    assert grid.methods == ["none", "easy_to_hard", "learning_progress", "lp_is", "speed", "matched_marginal"]
+    specs = {s.name: s for s in grid.runs()}
+    assert len(specs) == 12
+    out = tmp_path / "out" / "runs"
+    config = {name: grid.run_config(s, out / name) for name, s in specs.items()}
+    none = config["none-none-s0"].curriculum
+    assert (none.sampler, none.order) == ("curriculum", "none")
+    assert config["easy_to_hard-none-s1"].curriculum.order == "easy_to_hard"
+    lp_is = config["lp_is-none-s1"].curriculum
+    assert (lp_is.sampler, lp_is.order) == ("learning_progress", "none")
+    assert lp_is.sampler_params == {"importance_weights": True}
+    assert config["speed-none-s0"].curriculum.sampler_params == {"change_aware": False}
+    matched = specs["matched_marginal-none-s1"]
+    assert matched.after == ("easy_to_hard-none-s1",)  # the source run of the same seed goes first
+    assert config[matched.name].curriculum.sampler_params == {"from": str(out / "easy_to_hard-none-s1")}
+    assert not any(s.after for s in specs.values() if s.method != "matched_marginal")
+
+
+@pytest.mark.parametrize(
+    ("methods", "key"),
+    [
+        (["none", {"name": "speed", "ratio": 2.0, "nope": 1}], "methods.speed.nope"),
+        (["none", {"name": "easy_to_hard", "patience": 3}], "methods.easy_to_hard"),
+        (["none", "speed", "speed"], "methods"),
+        (["none", {"name": "speed", "label": "a-b"}], "methods"),
+        (["none", {"label": "x"}], "methods"),
+        (["none", {"name": "matched_marginal"}], "methods.matched_marginal"),
+        (["none", {"name": "matched_marginal", "from": "hard_to_easy"}], "methods.matched_marginal.from"),
+        (["none", {"name": "matched_marginal", "label": "m", "from": "m"}], "methods.m.from"),
+        ([{"name": "speed", "label": "none"}], "methods"),
+    ],
+)
+def test_bad_methods_name_the_key(tmp_path, methods, key):
+    with pytest.raises(ConfigError) as info:
+        load_grid(_grid_file(tmp_path, methods=methods))
+    assert str(info.value).startswith(key), str(info.value)
+
+
+def test_base_cannot_set_the_sampler(tmp_path):
+    for section in ({"sampler": "speed"}, {"sampler_params": {"ratio": 2.0}}):
+        path = _grid_file(tmp_path, methods=["none"], base={"data": {"dataset": "gmm"}, "curriculum": section})
+        with pytest.raises(ConfigError, match=r"^base\.curriculum\.sampler"):
+            load_grid(path)
+
+
+@pytest.mark.timeout(900)
+def test_a_sampler_grid_runs_matched_marginal_after_its_source_and_reports_the_shares(tmp_path):
+    """A tiny grid (gmm, 8 steps): the matched marginal trains on the time-averaged shares of the
+    curriculum run of its seed, finished before it starts; the report shows where the samples went."""
+    grid = _grid_file(
+        tmp_path,
+        base={
+            "data": {"dataset": "gmm", "n_samples": 400},
+            "model": {"arch": "mlp"},
+            "curriculum": {"n_clusters": 3, "pacing": "fixed", "steps_per_stage": 2},
+            "train": {"max_steps": 8, "batch_size": 16, "warmup_steps": 2, "sample_every": None},
+        },
+        methods=["none", "easy_to_hard", "learning_progress", {"name": "matched_marginal", "from": "easy_to_hard"}],
+        seeds=[0],
+        eval={"every": 4, "n": 40, "steps": 3, "dense_every": 2, "dense_items": 32},
+    )
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffusion_curriculum.cli", "compare", "--config", str(grid), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=800,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    source = out / "runs" / "easy_to_hard-none-s0"
+    source_draws = [json.loads(line)["cluster_draws"] for line in (source / "metrics.jsonl").read_text().splitlines()]
+    shares = [sum(col) / sum(map(sum, source_draws)) for col in zip(*source_draws, strict=True)]
+    matched = out / "runs" / "matched_marginal-none-s0"
+    params = yaml.safe_load((matched / "config.yaml").read_text())["curriculum"]["sampler_params"]
+    assert params == {"from": str(source)}
+    for line in (matched / "metrics.jsonl").read_text().splitlines():
+        draws = json.loads(line)["cluster_draws"]
+        assert all(abs(d - 16 * s) < 1 for d, s in zip(draws, shares, strict=True))
+    assert (source / "done.json").stat().st_mtime <= (matched / "config.yaml").stat().st_mtime
+    md = (out / "report.md").read_text()
+    assert "## Where the samples went" in md and (out / "figures" / "shares.png").is_file()
+    assert "matched_marginal" in md and "learning_progress" in md

@@ -11,7 +11,7 @@ from PIL import Image
 from diffusion_curriculum.experiments.report import write_report
 
 STEPS = [100, 200, 300, 400]
-SCALE = {"none": 1.0, "easy_to_hard": 0.5, "hard_to_easy": 1.25, "random": 1.0}  # steps needed, relative
+SCALE = {"none": 1.0, "easy_to_hard": 0.5, "hard_to_easy": 1.25, "random": 1.0, "learning_progress": 0.8}  # relative
 
 
 # ----- the report on fabricated grid folders ------------------------------------------------------
@@ -201,3 +201,30 @@ def test_report_with_no_finished_run(tmp_path):
     _fabricate(tmp_path, FID, status={f"{m}-none-s{s}": "failed" for m, s in FID})
     text = write_report(tmp_path)[0].read_text()
     assert "0 of 4 runs finished (4 missing, listed below)" in text and "No run has a finite fid value" in text
+
+
+def test_where_the_samples_went_heat_map_from_logged_draws(tmp_path):
+    """With the draws per cluster in metrics.jsonl (as the trainer logs them), the report shows a heat
+    map of cluster share against step per method; the shares it draws are the logged ones."""
+    from diffusion_curriculum.experiments.report.figures import _share_matrix
+    from diffusion_curriculum.experiments.report.results import load_results
+
+    _fabricate(tmp_path, {**FID, **{("learning_progress", s): FID[("none", s)] for s in (0, 1)}})
+    for path in (tmp_path / "runs").glob("*/metrics.jsonl"):
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        baseline = path.parent.name.startswith("none-")
+        for r in records:
+            r["cluster_draws"] = [4, 4, 4, 4] if baseline else [8, 4, 2, 2] if r["step"] > 200 else [2, 2, 4, 8]
+        _write_jsonl(path, records)
+    md = write_report(tmp_path)[0].read_text()
+    assert "## Where the samples went" in md and (tmp_path / "figures" / "shares.png").is_file()
+    grid = load_results(tmp_path)
+    edges, shares = _share_matrix(list(grid.group("none", "learning_progress").values()), 400, 4)
+    assert edges.tolist() == [0, 100, 200, 300, 400]
+    assert np.allclose(shares, [[1 / 8, 1 / 8, 1 / 4, 1 / 2]] * 2 + [[1 / 2, 1 / 4, 1 / 8, 1 / 8]] * 2)
+    assert np.allclose(_share_matrix(list(grid.group("none", "none").values()), 400, 4)[1], 0.25)
+
+
+def test_no_share_heat_map_without_logged_draws(tmp_path):
+    _fabricate(tmp_path, FID)
+    assert "Where the samples went" not in write_report(tmp_path)[0].read_text()

@@ -199,6 +199,7 @@ def test_a_study_saved_before_a_config_key_existed_still_resumes(tmp_path):
     changed = {**study, "config": {**config, "train": {**config["train"], "lr": 0.5}}}
     with pytest.raises(ValueError, match="different study"):
         _prepare_out(tmp_path, changed, overwrite=False)
-    (tmp_path / "study.yaml").write_text("{not: [valid")
-    with pytest.raises(ValueError, match="different study"):
+    (tmp_path / "study.yaml").write_text("{not: [valid")  # damaged: named, and no advice to overwrite
+    with pytest.raises(ValueError, match=r"study\.yaml: not valid YAML.*restore it") as info:
         _prepare_out(tmp_path, study, overwrite=False)
+    assert "--overwrite" not in str(info.value)

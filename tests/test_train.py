@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from diffusion_curriculum.cli import main
+from diffusion_curriculum.runs.checkpoints import load_state
 
 TINY = [
     "--max-steps",
@@ -98,7 +99,7 @@ def test_unconditional_run_loads_into_a_diffusers_pipeline(tmp_path):
 
 def _state(out: Path) -> dict:
     latest = sorted((out / "checkpoints").iterdir())[-1]
-    return torch.load(latest / "state.pt", weights_only=False)
+    return load_state(latest)
 
 
 def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
@@ -185,9 +186,9 @@ def test_two_process_cpu_run_logs_the_same_stage_on_every_rank(tmp_path):
     assert {r["stage"] for r in records} == {1, 2, 3, 4}
     assert sorted(p.name for p in (out / "checkpoints" / "step_00000012").iterdir()) == [
         "manifest.json",
-        "rank0.pt",
-        "rank1.pt",
-        "state.pt",
+        "rank0.safetensors",
+        "rank1.safetensors",
+        "state.safetensors",
     ]
 
 

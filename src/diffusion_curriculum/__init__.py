@@ -1,6 +1,6 @@
 """diffusion-curriculum: denoising-task-difficulty curricula for training diffusion models.
 
-The core (schedules, clustering, pacing, sampler, weighting) depends on torch and numpy only.
+The core (schedules, clustering, pacing, sampler, samplers, weighting) depends on torch and numpy only.
 """
 
 from .clustering import cluster_noise_levels, cluster_timesteps
@@ -14,6 +14,15 @@ from .pacing import (
     shortest_adaptive_stage,
 )
 from .sampler import ORDERS, SIGNALS, CurriculumSampler
+from .samplers import (
+    SAMPLERS,
+    LearningProgressSampler,
+    LogitNormal,
+    LossImportance,
+    MatchedMarginal,
+    SpeeD,
+    TimestepSampler,
+)
 from .schedules import DiscreteSchedule, EDMNoise, FlowMatchingTime
 from .weighting import (
     P2,
@@ -33,6 +42,7 @@ __all__ = [
     "ORDERS",
     "P2",
     "PACINGS",
+    "SAMPLERS",
     "SIGNALS",
     "STAGE_CHANGE_CAUSES",
     "TARGETS",
@@ -45,8 +55,14 @@ __all__ = [
     "FixedPacing",
     "FlowMatchingTime",
     "FunctionPacing",
+    "LearningProgressSampler",
+    "LogitNormal",
+    "LossImportance",
+    "MatchedMarginal",
     "MinSNR",
     "SoftMinSNR",
+    "SpeeD",
+    "TimestepSampler",
     "Unweighted",
     "__version__",
     "cluster_noise_levels",

@@ -11,14 +11,20 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from .clustering import cluster_noise_levels, cluster_timesteps
 from .config import Config
 from .data import DatasetBundle, load_dataset
-from .errors import ConfigError
+from .errors import ConfigError, UserError
 from .objectives import Objective, make_objective
 from .pacing import AdaptivePacing, FixedPacing, FunctionPacing, Pacing, shortest_adaptive_stage
-from .sampler import CurriculumSampler
+from .runs.layout import METRICS
+from .runs.records import read_jsonl
+from .sampler import CurriculumSampler, rank_seed
+from .samplers import SAMPLERS, TimestepSampler, sampler_parameters, time_averaged_shares
 from .schedules import DiscreteSchedule
 from .weighting import Weighting, make_weighting
 
@@ -31,8 +37,11 @@ __all__ = [
     "build_weighting",
     "cache_dir",
     "check_pacing",
+    "check_sampler_params",
     "clusters_for",
+    "matched_shares",
     "pacing_warning",
+    "sampler_options",
 ]
 
 
@@ -90,7 +99,7 @@ def build_pacing(config: Config) -> Pacing | None:
     ends every stage before patience can fire (:func:`check_pacing`).
     """
     cur = config.curriculum
-    if cur.order == "none":
+    if cur.order == "none" or cur.sampler != "curriculum":
         return None
     if cur.pacing == "adaptive":
         check_pacing(config)
@@ -156,7 +165,7 @@ def pacing_warning(config: Config) -> str | None:
     print this line; :func:`check_pacing` refuses such a config unless ``curriculum.allow_cap_only``.
     """
     cur = config.curriculum
-    if cur.order == "none" or cur.pacing != "adaptive" or cur.only_cluster is not None:
+    if cur.order == "none" or cur.sampler != "curriculum" or cur.pacing != "adaptive" or cur.only_cluster is not None:
         return None
     cap = adaptive_stage_cap(config)
     shortest = shortest_adaptive_stage(cur.patience, cur.ema)
@@ -173,9 +182,88 @@ def pacing_warning(config: Config) -> str | None:
     )
 
 
-def build_sampler(config: Config, objective: Objective, rank: int) -> CurriculumSampler:
-    """The curriculum sampler over :func:`clusters_for`, with the config's pacing and order, for one rank."""
+# Sampler parameters a run fills in itself (the run's length, a computed loss floor), and the options with
+# which a config asks for what the run computes: `excess` (learning_progress: subtract the exact optimal
+# loss of Gaussian-mixture data) and `from` (matched_marginal: a finished run whose shares to use).
+_RUN_FILLED = {"learning_progress": ("total_steps", "optimal_loss")}
+_RUN_OPTIONS = {"learning_progress": ("excess",), "matched_marginal": ("from",)}
+
+
+def sampler_options(name: str) -> tuple[str, ...]:
+    """The keys ``curriculum.sampler_params`` may hold for sampler ``name`` (none for ``curriculum``, whose
+    parameters are the curriculum keys)."""
+    if name == "curriculum":
+        return ()
+    own = tuple(p for p in sampler_parameters(name) if p not in _RUN_FILLED.get(name, ()))
+    return own + _RUN_OPTIONS.get(name, ())
+
+
+def check_sampler_params(name: str, params: dict[str, Any], key: str = "curriculum.sampler_params") -> None:
+    """Refuse (a :class:`~.errors.ConfigError` naming ``key`` and the parameter) parameters that sampler
+    ``name`` does not take; their values are checked when the sampler is built."""
+    allowed = sampler_options(name)
+    for param in params:
+        if param not in allowed:
+            known = ", ".join(allowed) or "none: set the curriculum keys instead"
+            raise ConfigError(f"{key}.{param}: not a parameter of sampler {name!r} (its parameters: {known})")
+    if name == "matched_marginal" and ("from" in params) == ("shares" in params):
+        raise ConfigError(f"{key}: matched_marginal needs one of from (a finished run) and shares (one per cluster)")
+
+
+def matched_shares(source: str | Path, n_clusters: int) -> list[float]:
+    """The time-averaged share of draws each cluster got in a finished run: the ``cluster_draws`` of every
+    line of its metrics.jsonl summed (``source`` is the run folder or that file), for ``matched_marginal``."""
+    key = "curriculum.sampler_params.from"
+    path = Path(source)
+    path = path / METRICS if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"{key}: {str(source)!r} is not a run folder with a {METRICS}")
+    try:  # a torn last line is left out with a notice; any other bad line is refused
+        records = read_jsonl(path).records
+    except UserError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    rows = [r["cluster_draws"] for r in records if isinstance(r.get("cluster_draws"), list)]
+    if not rows:
+        raise ConfigError(f"{key}: {path} logs no cluster_draws (a run from before samplers logged them?)")
+    if any(len(r) != n_clusters for r in rows):
+        raise ConfigError(f"{key}: {path} has {len(rows[0])} clusters, this run {n_clusters}")
+    try:
+        return time_averaged_shares(rows)
+    except UserError as exc:
+        raise ConfigError(f"{key}: {path}: {exc}") from None
+
+
+def _optimal_losses(
+    config: Config, objective: Objective, clusters: list[tuple], data: DatasetBundle | None, weighting: Weighting | None
+) -> list[float]:
+    """Per cluster, the exact optimal loss of the config's data (a Gaussian mixture), in training-loss units."""
+    from .metrics.synthetic import optimal_cluster_losses
+
+    data = data if data is not None else build_dataset(config)
+    if data.gmm is None:
+        raise ConfigError(
+            f"curriculum.sampler_params.excess: data set {config.data.dataset!r} has no exact density (use gmm)"
+        )
+    # A stream of its own, the same on every rank: every rank must hold the same sampler parameters.
+    g = torch.Generator().manual_seed(rank_seed(config.seed + 4, 0))
+    weighting = weighting if weighting is not None else build_weighting(config)
+    return optimal_cluster_losses(objective, weighting, data.gmm, clusters, generator=g)
+
+
+def build_sampler(
+    config: Config,
+    objective: Objective,
+    rank: int,
+    *,
+    data: DatasetBundle | None = None,
+    weighting: Weighting | None = None,
+) -> TimestepSampler:
+    """The config's timestep sampler over :func:`clusters_for`, for one rank: the curriculum sampler with
+    the config's pacing and order, or the sampler ``curriculum.sampler`` names with its
+    ``curriculum.sampler_params`` (``data`` and ``weighting``, when given, spare rebuilding them)."""
     cur = config.curriculum
+    if cur.sampler != "curriculum":
+        return _build_other_sampler(config, objective, rank, data, weighting)
     order, pacing, cumulative = cur.order, build_pacing(config), cur.cumulative
     if cur.only_cluster is not None:
         # The study's per-interval runs: stage 1 of a non-cumulative order that starts with this
@@ -195,6 +283,39 @@ def build_sampler(config: Config, objective: Objective, rank: int) -> Curriculum
         density=density,
         signal=cur.signal,
     )
+
+
+def _build_other_sampler(
+    config: Config, objective: Objective, rank: int, data: DatasetBundle | None, weighting: Weighting | None
+) -> TimestepSampler:
+    """A sampler other than the curriculum, from ``curriculum.sampler`` and ``curriculum.sampler_params``."""
+    cur = config.curriculum
+    if cur.only_cluster is not None:
+        raise ConfigError(
+            "curriculum.only_cluster: the difficulty study's one-cluster runs need curriculum.sampler: curriculum"
+        )
+    params = dict(cur.sampler_params)
+    check_sampler_params(cur.sampler, params)
+    clusters = clusters_for(config, objective)
+    space = objective.noise_space()
+    discrete = isinstance(space, DiscreteSchedule)
+    if cur.sampler == "learning_progress":
+        params["total_steps"] = config.train.max_steps
+        excess = params.pop("excess", False)
+        if not isinstance(excess, bool):
+            raise ConfigError(f"curriculum.sampler_params.excess: expected true or false, got {excess!r}")
+        if excess:
+            params["optimal_loss"] = _optimal_losses(config, objective, clusters, data, weighting)
+    if "from" in params:
+        params["shares"] = matched_shares(params.pop("from"), len(clusters))
+    if cur.sampler == "speed" and discrete:
+        params["schedule"] = space
+    try:
+        return SAMPLERS[cur.sampler](
+            clusters, density=None if discrete else space, seed=config.seed, rank=rank, **params
+        )
+    except UserError as exc:
+        raise ConfigError(f"curriculum.sampler_params: {exc}") from None
 
 
 def cache_dir() -> Path:

@@ -7,6 +7,7 @@ overwritten.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 from . import __version__
 from .clustering import CLUSTER_METHODS
 from .errors import UserError
+from .interrupts import handle_stop_signals
 
 SCHEDULES = ("linear", "cosine", "scaled_linear")
 
@@ -84,7 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--prompt", help="caption for text-conditional models")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", type=Path, required=True, help="output file: .png or .npz")
+    sample.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     sample.set_defaults(func=_cmd_sample)
+
+    convert = sub.add_parser(
+        "convert-checkpoint",
+        help="rewrite checkpoints of the earlier pickle format (state.pt) in the current, data-only format",
+        description="Checkpoints written before version 0.2 are pickles (state.pt, rank<r>.pt), which can run "
+        "code when loaded, so they are no longer loaded. This rewrites them in place in the current format "
+        "(safetensors and JSON), after checking them against their manifest. They are read with torch's "
+        "restricted loader, which accepts tensors and plain data only; a file holding anything else is refused "
+        "unless --trust is given, which unpickles it fully: only for files whose origin you trust.",
+    )
+    convert.add_argument("path", type=Path, help="a run folder (every checkpoint under it) or one checkpoint folder")
+    convert.add_argument(
+        "--trust", action="store_true", help="unpickle fully (runs any code the files carry): only for files you trust"
+    )
+    convert.set_defaults(func=_cmd_convert_checkpoint)
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -208,6 +226,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--vae", metavar="PATH", help="train on latents of a local diffusers AutoencoderKL folder")
     p.add_argument("--curriculum", choices=("easy_to_hard", "hard_to_easy", "random", "none"))
+    p.add_argument(
+        "--sampler",
+        choices=("curriculum", "learning_progress", "speed", "loss_importance", "logit_normal", "matched_marginal"),
+        help="timestep sampler (curriculum.sampler; its parameters: --set curriculum.sampler_params={...})",
+    )
     p.add_argument("--n-clusters", "--clusters", dest="clusters", type=_positive_int, help="number of clusters N")
     p.add_argument("--clustering", choices=CLUSTER_METHODS)
     p.add_argument("--pacing", choices=("adaptive", "fixed", "linear", "root", "geometric"))
@@ -293,6 +316,7 @@ _FLAG_KEYS = {
     "dataset": "data.dataset",
     "vae": "data.vae",
     "curriculum": "curriculum.order",
+    "sampler": "curriculum.sampler",
     "clusters": "curriculum.n_clusters",
     "clustering": "curriculum.clustering",
     "pacing": "curriculum.pacing",
@@ -368,21 +392,24 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
     objective = build_objective(config)
     sampler = build_sampler(config, objective, rank=0)
-    print(f"\npacing: {sampler.pacing!r}, watching the {sampler.signal} signal")
+    if config.curriculum.sampler == "curriculum":
+        print(f"\npacing: {sampler.pacing!r}, watching the {sampler.signal} signal")
+        start = f"order {sampler.order}, first unlocked: C_{sampler.cluster_order[0] + 1}"
+    else:
+        print(f"\nsampler: {sampler!r}")
+        start = "share: of the first batch"
     space = objective.noise_space()
     unit = "timesteps" if sampler.T is not None else ("sigma" if objective.name == "edm" else "t")
-    print(
-        f"\nclusters ({unit}; C_1 hardest, C_{sampler.n_clusters} easiest; "
-        f"order {sampler.order}, first unlocked: C_{sampler.cluster_order[0] + 1}):"
-    )
-    print(f"{'cluster':>7} {'range':>22} {'SNR from':>11} {'to':>11}")
+    print(f"\nclusters ({unit}; C_1 hardest, C_{sampler.n_clusters} easiest; {start}):")
+    print(f"{'cluster':>7} {'range':>22} {'SNR from':>11} {'to':>11} {'share':>7}")
+    shares = sampler.stats()["cluster_probs"]
     for i, (a, b) in enumerate(sampler.clusters):
         if sampler.T is not None:
             span, hi, lo = f"[{a}, {b})", float(space.snr[a]), float(space.snr[b - 1])
         else:
             span = f"[{a:.4g}, {b:.4g}]"
             hi, lo = (float(v) for v in space.snr(torch.tensor([a, b], dtype=torch.float64)))
-        print(f"{'C_' + str(i + 1):>7} {span:>22} {hi:>11.4g} {lo:>11.4g}")
+        print(f"{'C_' + str(i + 1):>7} {span:>22} {hi:>11.4g} {lo:>11.4g} {shares[i]:>7.3f}")
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
@@ -399,8 +426,28 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         label=args.label,
         prompt=args.prompt,
         seed=args.seed,
+        overwrite=args.overwrite,
     )
     print(f"wrote {path}")
+
+
+def _cmd_convert_checkpoint(args: argparse.Namespace) -> None:
+    from .runs import checkpoints as ckpt
+    from .runs.lock import folder_lock
+
+    path = args.path
+    if (path / "checkpoints").is_dir():
+        run, targets = path, [p for p in ckpt.list_checkpoints(path / "checkpoints") if not (p / ckpt.STATE).is_file()]
+    elif path.is_dir():
+        run, targets = (path.parent.parent if path.parent.name == "checkpoints" else None), [path]
+    else:
+        raise UserError(f"{path}: not a run folder or a checkpoint folder")
+    if not targets:
+        print(f"{path}: no checkpoint of the earlier format to convert")
+        return
+    with folder_lock(run) if run is not None else contextlib.nullcontext():
+        for target in targets:
+            print(f"converted {ckpt.convert_legacy(target, trust=args.trust)}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -473,21 +520,54 @@ def _cmd_clusters(args: argparse.Namespace) -> None:
         print(f"{'C_' + str(r['cluster']):>7} {span:>13} {r['snr_high']:>11.4g} {r['snr_low']:>11.4g}")
 
 
+_RESUME_HINTS = {
+    "train": "; resume with --resume latest",
+    "compare": "; run the same command again to resume",
+    "study": "; run the same command again to resume",
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: an OS error as its path and reason, anything else its first line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else ""
+        return f"{where}: {exc.strerror}" if where else exc.strerror
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation that failed (torch's CPU or GPU allocator, or Python's)."""
+    if isinstance(exc, MemoryError):
+        return True
+    name = exc.__class__.__name__
+    return name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``diffusion-curriculum`` command."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of the ``diffusion-curriculum`` command. SIGINT and SIGTERM stop it with one line and
+    exit code 130 or 143 (a checkpoint being written is finished first)."""
+    command = None
     try:
-        args.func(args)
-    except (UserError, FileNotFoundError) as exc:
-        # User errors, and a path the user named that does not exist, are one line; anything else
-        # (an internal ValueError included) is a bug and keeps its traceback (exit 1).
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        print(f"diffusion-curriculum: error: {message}", file=sys.stderr)
+        with handle_stop_signals():
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            command = args.command
+            args.func(args)
+    except (UserError, OSError) as exc:
+        # User errors, and what the system refused on a path (missing, not writable, disk full), are one
+        # line; anything else (an internal ValueError included) is a bug and keeps its traceback (exit 1).
+        print(f"diffusion-curriculum: error: {_one_line(exc)}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)  # 2 for user errors; 3 for a run stopped by a diverged loss
-    except KeyboardInterrupt:
-        print("diffusion-curriculum: interrupted; resume with --resume latest", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        hint = _RESUME_HINTS.get(command or "", "")
+        print(f"diffusion-curriculum: interrupted{hint}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)  # 130 for SIGINT, 143 for SIGTERM
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        print(f"diffusion-curriculum: error: out of memory ({_one_line(exc)[:200]})", file=sys.stderr)
+        return 2
     return 0
 
 

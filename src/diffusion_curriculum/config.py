@@ -20,7 +20,9 @@ from .clustering import CLUSTER_METHODS
 from .errors import ConfigError
 from .pacing import MIN_DELTA_MODES, PACING_FUNCTIONS
 from .runs.atomic import write_atomic
+from .safe_yaml import YamlTooLarge, check_size, load_yaml, short
 from .sampler import ORDERS, SIGNALS
+from .samplers import SAMPLERS
 from .weighting import WEIGHTINGS
 
 __all__ = [
@@ -41,15 +43,24 @@ def _field(
     choices: tuple[str, ...] | None = None,
     low: float | None = None,
     strict: bool = False,
+    high: float | None = None,
 ) -> Any:
     """A config field with its help line (shown by ``train --help`` and in docs/training.md), and
-    its allowed values: ``choices``, or a lower bound ``low`` (``strict``: the bound itself is refused)."""
+    its allowed values: ``choices``, or a lower bound ``low`` (``strict``: the bound itself is refused)
+    and an upper bound ``high`` (allowed). Integers without ``high`` are bounded by :data:`INT_MAX`."""
     meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = tuple(choices)
     if low is not None:
         meta.update(min=low, strict=strict)
+    if high is not None:
+        meta["max"] = high
     return field(default=default, metadata=meta)
+
+
+# Every integer is at most this unless its field says otherwise: sizes, steps and counts beyond it
+# are typing mistakes, and they overflow the 32-bit indices of the libraries below us.
+INT_MAX = 2**31 - 1
 
 
 # Choices that the core defines are read from it (it imports torch alone); those of modules that
@@ -70,8 +81,10 @@ class DataConfig:
     on_bad_file: str = _field(
         "error", "unreadable files in an image folder: stop, or skip them", choices=("error", "skip")
     )
-    n_samples: int | None = _field(None, "size of a synthetic set (toy2d family, gmm); null: its default", low=1)
-    dim: int | None = _field(None, "dimension of the `gmm` set; null: its default", low=1)
+    n_samples: int | None = _field(
+        None, "size of a synthetic set (toy2d family, gmm); null: its default", low=1, high=10**9
+    )
+    dim: int | None = _field(None, "dimension of the `gmm` set; null: its default", low=1, high=10**5)
     vae: str | None = _field(None, "local diffusers AutoencoderKL folder: train on its latents")
     downsample: int = _field(
         1,
@@ -92,17 +105,21 @@ class ModelConfig:
 @dataclass
 class ObjectiveConfig:
     name: str = _field("eps", "prediction target and noise process", choices=_OBJECTIVES)
-    timesteps: int = _field(1000, "DDPM timesteps T", low=2)
+    timesteps: int = _field(1000, "DDPM timesteps T", low=2, high=10**6)
     beta_schedule: str = _field("linear", "DDPM noise schedule", choices=_BETA_SCHEDULES)
     weighting: str = _field("none", "per-sample loss weighting", choices=tuple(WEIGHTINGS))
     weighting_params: dict[str, float] = field(
         default_factory=dict, metadata={"help": "the weighting's parameters, e.g. {gamma: 5}"}
     )
     sigma_data: float = _field(
-        0.5, "EDM's data standard deviation (also used by the `edm` weighting)", low=0.0, strict=True
+        0.5, "EDM's data standard deviation (also used by the `edm` weighting)", low=1e-4, high=1e4
     )
     flow_logit_std: float | None = _field(
-        None, "flow matching: null for uniform t, else the scale of a logit-normal t density", low=0.0, strict=True
+        None,
+        "flow matching: null for uniform t, else the scale of a logit-normal t density",
+        low=0.0,
+        strict=True,
+        high=100.0,
     )
 
 
@@ -111,7 +128,7 @@ class CurriculumConfig:
     order: str = _field(
         "easy_to_hard", "which clusters are unlocked first (`none`: uniform, no curriculum)", choices=ORDERS
     )
-    n_clusters: int = _field(20, "number of clusters N the noise levels are grouped into", low=1)
+    n_clusters: int = _field(20, "number of clusters N the noise levels are grouped into", low=1, high=10**4)
     clustering: str = _field(
         "uniform", "how timesteps are grouped (EDM and flow use equal-probability quantiles)", choices=CLUSTER_METHODS
     )
@@ -163,6 +180,19 @@ class CurriculumConfig:
     only_cluster: int | None = _field(
         None, "train on this one cluster (0 = least noise) for the whole run: the difficulty study's runs", low=0
     )
+    sampler: str = _field(
+        "curriculum",
+        "the timestep sampler: `curriculum` (the paper's, with order and pacing) or another sampler of "
+        "docs/training.md, which ignores order and pacing",
+        choices=tuple(SAMPLERS),
+    )
+    sampler_params: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "the sampler's parameters, e.g. {epsilon: 0.2} for learning_progress or {from: RUN} for "
+            "matched_marginal (docs/training.md)"
+        },
+    )
 
 
 @dataclass
@@ -193,7 +223,11 @@ class TrainConfig:
         20, "stop (exit code 3) after this many consecutive steps with a NaN or inf loss; each is skipped", low=1
     )
     dist_timeout_s: float = _field(
-        300.0, "seconds a process waits in a collective before it gives up on the others", low=0.0, strict=True
+        300.0,
+        "seconds a process waits in a collective before it gives up on the others",
+        low=0.0,
+        strict=True,
+        high=10**6,
     )
     channels_last: bool = _field(False, "channels-last memory format for image models (a speed option)")
     fused_adamw: bool = _field(True, "the fused AdamW kernel (false: PyTorch's per-tensor loop)")
@@ -205,7 +239,7 @@ class SampleConfig:
     solver: str = _field(
         "ddim", "solver for sample grids and `sample` (EDM and flow use Heun for ddpm/ddim)", choices=_SOLVERS
     )
-    steps: int = _field(50, "solver steps", low=1)
+    steps: int = _field(50, "solver steps", low=1, high=10**5)
     n: int = _field(64, "samples in each grid", low=1)
     guidance_scale: float = _field(1.0, "classifier-free guidance scale (conditional models)", low=0.0)
 
@@ -213,7 +247,7 @@ class SampleConfig:
 @dataclass
 class Config:
     name: str = _field("digits_uncond", "run name: the run folder is runs/<name> unless `out` is given")
-    seed: int = _field(0, "master seed: data split, model init, every random stream", low=0)
+    seed: int = _field(0, "master seed: data split, model init, every random stream", low=0, high=2**32 - 1)
     out: str | None = _field(None, "run folder (null: runs/<name>)")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -232,6 +266,7 @@ class Config:
 
     def check(self) -> None:
         """Cross-field rules that no single key can check."""
+        check_name(self.name, "name")
         if self.data.heldout_fraction >= 1.0:
             raise ConfigError("data.heldout_fraction: must be below 1")
         if self.curriculum.ema is not None and self.curriculum.ema >= 1.0:
@@ -276,31 +311,51 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         raise ConfigError(f"{key}: must not be null")
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {short(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {short(value)}")
         return value
     if hint is float:
         if isinstance(value, str):
             value = _yaml11_float(value)  # PyYAML reads 3e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {short(value)}")
         if not math.isfinite(value):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{key}: expected a finite number, got {short(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {short(value)}")
         return value
+    if origin is dict and typing.get_args(hint)[1] is Any:
+        if not isinstance(value, dict) or not all(_is_param(v) for v in value.values()):
+            raise ConfigError(
+                f"{key}: expected a mapping of names to numbers, booleans, strings or lists of numbers, "
+                f"got {short(value)}"
+            )
+        return {str(k): list(v) if isinstance(v, list) else v for k, v in value.items()}
     if origin is dict:
+        if isinstance(value, dict):  # PyYAML reads 5e0 (no dot) as a string here too
+            value = {k: _yaml11_float(v) if isinstance(v, str) else v for k, v in value.items()}
         if not isinstance(value, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value.values()
         ):
-            raise ConfigError(f"{key}: expected a mapping of names to numbers, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping of names to finite numbers, got {short(value)}")
         return {str(k): float(v) for k, v in value.items()}
     raise ConfigError(f"{key}: unsupported type {hint!r}")  # pragma: no cover - schema bug
+
+
+def _is_param(value: Any) -> bool:
+    """A sampler parameter's value: a finite number, a boolean, a string or a list of finite numbers."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if isinstance(value, list):
+        return all(number(v) for v in value)
+    return isinstance(value, bool | str) or number(value)
 
 
 def _yaml11_float(text: str) -> float | str:
@@ -315,17 +370,40 @@ def _check_field(key: str, value: Any, f: dataclasses.Field) -> None:
     if value is None:
         return
     if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+        raise ConfigError(f"{key}: {short(value)} is not one of {', '.join(meta['choices'])}")
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    high = meta.get("max", INT_MAX if isinstance(value, int) else None)
+    low = meta.get("min")
+    if (low is not None and (value < low or (meta["strict"] and value == low))) or (high is not None and value > high):
+        raise ConfigError(f"{key}: must be {_allowed(meta, high)}, got {short(value)}")
+
+
+def _allowed(meta: dict[str, Any], high: float | None) -> str:
+    """The allowed range of a numeric field in words: "> 0", ">= 1", ">= 1 and <= 10000"."""
+    parts = []
     if "min" in meta:
-        low = meta["min"]
-        if value < low or (meta["strict"] and value == low):
-            relation = ">" if meta["strict"] else ">="
-            raise ConfigError(f"{key}: must be {relation} {low:g}, got {value!r}")
+        parts.append(f"{'>' if meta['strict'] else '>='} {_number(meta['min'])}")
+    if high is not None:
+        parts.append(f"<= {_number(high)}")
+    return " and ".join(parts)
+
+
+def _number(x: float) -> str:
+    """A bound as written: integers in full (4294967295, not 4.29497e+09), other numbers with %g."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
+def check_name(name: str, key: str) -> None:
+    """A run or grid name becomes a folder under the output root: it must be one path component, so
+    that a shared config cannot write anywhere else."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise ConfigError(f"{key}: {short(name)} is not a folder name (one path component, no / or ..)")
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {short(data)}")
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -346,12 +424,18 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 def parse_override(text: str) -> tuple[str, Any]:
     """``section.key=value`` with the value read as YAML (so 1e-3, true, null work)."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=1e-3")
+        raise ConfigError(f"--set {short(text)}: expected KEY=VALUE, e.g. train.lr=1e-3")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: the value is nested too deeply") from None
+    try:
+        check_size(value)
+    except YamlTooLarge as exc:
+        raise ConfigError(f"--set {key.strip()}: the value {exc}") from None
     return key.strip(), value
 
 
@@ -361,7 +445,7 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"{key}: {part!r} is not a section")
+            raise ConfigError(f"{short(key)}: {short(part)} is not a section")
         node = child
     node[parts[-1]] = value
 
@@ -385,9 +469,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r}: no such file")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
             raise ConfigError(f"config file {str(path)!r}: not valid YAML ({exc.__class__.__name__})") from None
+        loaded = load_yaml(text, f"config file {str(path)!r}")
         if loaded is not None:
             if not isinstance(loaded, dict):
                 raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level")
@@ -426,8 +511,8 @@ def config_reference() -> str:
         meta = f.metadata
         if "choices" in meta:
             allowed = ", ".join(f"`{c}`" for c in meta["choices"])
-        elif "min" in meta:
-            allowed = f"{'>' if meta['strict'] else '>='} {meta['min']:g}"
+        elif "min" in meta or "max" in meta:
+            allowed = _allowed(meta, meta.get("max"))
         else:
             allowed = ""
         rows.append(f"| `{key}` | `{shown}` | {allowed} | {meta.get('help', '')} |")

@@ -19,13 +19,16 @@ import torch
 from tqdm.auto import tqdm
 
 from .assembly import build_dataset, cache_dir, clusters_for
-from .config import Config, load_config
+from .config import Config
 from .data import DatasetBundle
 from .errors import UserError
 from .metrics.directions import LOWER_IS_BETTER
+from .resources import check_fits
 from .runs import checkpoints as ckpt
 from .runs.atomic import write_atomic
+from .runs.layout import load_run_config
 from .runs.loading import TrainedRun, load_trained
+from .runs.lock import folder_lock
 from .sampling import SamplingSettings, sample_decoded
 
 __all__ = ["EvalSettings", "HeldoutProbe", "evaluate_run", "heldout_cluster_losses"]
@@ -127,6 +130,8 @@ def _targets(run: Path, all_checkpoints: bool) -> list[str | None]:
     for path in ckpt.list_checkpoints(run / "checkpoints"):
         try:
             ckpt.verify(path)
+        except ckpt.LegacyCheckpoint:
+            raise  # not corrupt: it needs converting, and is never loaded as it is
         except ckpt.CheckpointError as exc:
             tqdm.write(f"skipping corrupt checkpoint: {exc}")
             continue
@@ -138,13 +143,19 @@ def _targets(run: Path, all_checkpoints: bool) -> list[str | None]:
 
 @torch.no_grad()
 def evaluate_run(run: Path, *, all_checkpoints: bool = False, settings: EvalSettings | None = None) -> list[dict]:
-    """Score the final model (or every checkpoint) of a run; write eval.jsonl and eval.png."""
+    """Score the final model (or every checkpoint) of a run; write eval.jsonl and eval.png. The run
+    folder is locked meanwhile (:mod:`.runs.lock`): no other process trains or evaluates it."""
     run = Path(run)
     settings = settings or EvalSettings()
     config_file = run / "config.yaml"
     if not config_file.is_file():
         raise FileNotFoundError(f"{run}: not a run folder (no config.yaml)")
-    config = load_config(config_file)
+    with folder_lock(run):
+        return _evaluate_run(run, all_checkpoints, settings)
+
+
+def _evaluate_run(run: Path, all_checkpoints: bool, settings: EvalSettings) -> list[dict]:
+    config = load_run_config(run)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = build_dataset(config)
     extractor, reference = None, None
@@ -155,6 +166,7 @@ def evaluate_run(run: Path, *, all_checkpoints: bool = False, settings: EvalSett
     targets = _targets(run, all_checkpoints)
     for target in tqdm(targets, desc="evaluate", disable=len(targets) < 2 or not settings.progress):
         trained = load_trained(run, target)
+        check_fits("--n", settings.n, trained.data_shape, device, copies=3)
         model, objective = trained.model.to(device), trained.objective
         cond, uncond, labels = _conditions(trained, data, settings.n, device)
         sampling = SamplingSettings.resolve(

@@ -18,7 +18,9 @@ geometric mean of the unlocked clusters' mean losses (:data:`SIGNALS`), so that 
 loss enters relative to its own level.
 
 :data:`ORDERS` lists the named orders; the contract tests (tests/contract/) run their shared checks
-on a sampler for each, over the noise space of every objective.
+on a sampler for each, over the noise space of every objective. :class:`CurriculumSampler` is the
+``curriculum`` entry of the timestep samplers (:mod:`diffusion_curriculum.samplers`), whose protocol it
+implements.
 """
 
 from __future__ import annotations
@@ -304,6 +306,11 @@ class CurriculumSampler:
             out = x.to(dtype)
         return out if device is None else out.to(device)
 
+    def loss_weights(self, levels: Tensor) -> Tensor:
+        """Per-sample factors for the training loss (the timestep-sampler protocol): ones, since the
+        curriculum changes which levels are drawn, not how their losses count."""
+        return torch.ones(levels.shape, dtype=torch.float32, device=levels.device)
+
     def observe(self, loss: float | Tensor, timesteps: Tensor | None = None) -> bool:
         """Feed this step's training loss (scalar or per-sample) to the pacing rule.
 
@@ -383,11 +390,17 @@ class CurriculumSampler:
         view of the last step (``"pacing"``: its ``signal_state()``, e.g. adaptive pacing's smoothed
         signal, best and counter, taken before any reset; None when the pacing did not update).
 
-        The histogram is per timestep (discrete) or per cluster (continuous); counts and losses
-        accumulate since the last ``reset=True`` call and are this rank's own.
+        The histogram is per timestep (discrete) or per cluster (continuous), ``cluster_draws`` the
+        same per cluster; counts and losses accumulate since the last ``reset=True`` call and are this
+        rank's own. ``cluster_probs`` is each cluster's probability for the next draw.
         """
         counts = self.loss_count.clamp(min=1).to(torch.float64)
         mean = torch.where(self.loss_count > 0, self.loss_sum / counts, float("nan"))
+        per_cluster = self.draw_counts
+        if self.T is not None:
+            per_cluster = torch.zeros(self.n_clusters, dtype=torch.long).index_add_(0, self._cluster_of_t, per_cluster)
+        probs = torch.zeros(self.n_clusters, dtype=torch.float64)
+        probs[self._unlocked_idx] = self._quotas(1)
         out = {
             "step": self.step,
             "stage": self.stage,
@@ -396,7 +409,9 @@ class CurriculumSampler:
             "unlocked": self.unlocked,
             "unlocked_intervals": self.unlocked_intervals,
             "draw_counts": self.draw_counts.tolist(),
+            "cluster_draws": per_cluster.tolist(),
             "cluster_loss": mean.tolist(),
+            "cluster_probs": probs.tolist(),
             "pacing": None if self.pacing_snapshot is None else dict(self.pacing_snapshot),
         }
         if reset:
@@ -430,6 +445,8 @@ class CurriculumSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; refuses a state made for other clusters or order. A state of
         format 1 (before stage changes had a cause) loads with cause None for its stage changes."""
+        if "sampler" in state:  # another timestep sampler's (diffusion_curriculum.samplers)
+            raise UserError(f"sampler state is of sampler {state['sampler']!r}, not 'curriculum'")
         if state.get("format") not in (1, _STATE_FORMAT):
             raise UserError(f"unsupported sampler state format {state.get('format')!r}")
         for key, mine in (

@@ -15,6 +15,8 @@ from .config import Config
 from .errors import UserError
 from .generation import default_solver, generate
 from .objectives import Objective
+from .resources import check_fits
+from .runs.atomic import write_atomic
 from .runs.loading import load_trained
 from .visual import save_image_grid
 
@@ -105,15 +107,20 @@ def sample_to_file(
     label: int | None = None,
     prompt: str | None = None,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
-    """Sample a run and write a PNG grid (images) or an .npz of the raw samples."""
+    """Sample a run and write a PNG grid (images) or an .npz of the raw samples; an existing file is
+    replaced only with ``overwrite``."""
     out = Path(out)
     if out.suffix not in (".png", ".npz"):
         raise UserError(f"--out {out}: expected a .png or .npz file name")
-    if out.suffix == ".png" and out.exists():
-        raise UserError(f"--out {out} exists; choose another name")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name")
+    if out.exists() and not overwrite:
+        raise UserError(f"--out {out} exists; pass --overwrite to replace it, or choose another name")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trained = load_trained(run, checkpoint)
+    check_fits("--n", n, trained.data_shape, device, copies=3)
     if len(trained.data_shape) != 3 and out.suffix == ".png":
         raise UserError("vector samples have no image grid: write them with an .npz --out")
     trained.model.to(device)
@@ -141,7 +148,8 @@ def sample_to_file(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
-        np.savez(out, samples=samples.cpu().numpy())
+        array = samples.cpu().numpy()
+        write_atomic(out, lambda f: np.savez(f, samples=array))
     else:
         save_image_grid(samples, out)
     return out

@@ -10,6 +10,8 @@ weighting      ``weighting.WEIGHTINGS`` (name -> class)    ``WEIGHTING_EXAMPLES`
 objective      ``objectives.OBJECTIVES`` (names)           ``OBJECTIVE_EXAMPLES``, ``OBJECTIVE_BAD``
 sampler        ``sampler.ORDERS`` x every objective's      (none: built from the objective examples)
                noise space x cumulative or not
+timestep       ``samplers.SAMPLERS`` (name -> class) x     ``SAMPLER_EXAMPLES``, ``SAMPLER_BAD``
+sampler        every objective's noise space
 =============  ==========================================  =========================================
 
 A new implementation is tested by registering it in the package and adding a row here: a name
@@ -17,7 +19,8 @@ that is registered but has no row makes its contract cases FAIL (see :func:`requ
 can skip the contract by accident. A row whose name is not registered fails too (a stale row).
 
 Example arguments are lists of keyword dicts for the registered constructor (``make_objective``
-for objectives), each one a separate contract case. Bad arguments are ``(kwargs, name)`` pairs:
+for objectives; ``from_schedule(space, 5 clusters, seed=..., rank=..., **row)`` for timestep samplers,
+given a deep copy of the row), each one a separate contract case. Bad arguments are ``(kwargs, name)`` pairs:
 the constructor must raise :class:`~diffusion_curriculum.errors.UserError` with ``name`` in its
 message. An empty list of bad arguments is allowed (a constructor without parameters) but must be
 written down.
@@ -29,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from diffusion_curriculum.pacing import PACING_FUNCTIONS
+from diffusion_curriculum.pacing import PACING_FUNCTIONS, AdaptivePacing
 
 NAN, INF = float("nan"), float("inf")
 
@@ -156,6 +159,77 @@ OBJECTIVE_BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"flow_logit_std": 0.0}, "logit_std"),
         ({"flow_logit_std": NAN}, "logit_std"),
         ({"flow_logit_mean": INF}, "logit_mean"),
+    ],
+}
+
+
+# ----- timestep samplers (samplers.SAMPLERS, built by from_schedule on 5 clusters) ---------------
+SAMPLER_EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    # a pacing with state worth restoring (EMA, best, counter) that still advances within 9 steps
+    "curriculum": [
+        {"order": "easy_to_hard", "pacing": AdaptivePacing(3, ema=0.5, max_steps_per_stage=9)},
+        {"order": "none"},
+    ],
+    "learning_progress": [
+        # horizons 5 and 20 steps: adapting from step 20, annealing over steps 160..240
+        {"total_steps": 400, "min_horizon": 5},
+        {"total_steps": 100, "min_horizon": 2, "importance_weights": True, "anneal_start": 0.2, "anneal_end": 0.9},
+        {"total_steps": 300, "min_horizon": 3, "optimal_loss": [0.05, 0.04, 0.03, 0.02, 0.01], "clip": 8.0},
+    ],
+    "speed": [{}, {"ratio": 2.0, "threshold": 0.5, "change_aware": False}, {"lam": 1.0, "grid": 50}],
+    "loss_importance": [{"history": 2}, {"per_timestep": False, "uniform_prob": 0.1}],
+    "logit_normal": [{}, {"loc": 0.5, "scale": 2.0}],
+    "matched_marginal": [{"shares": [0.1, 0.2, 0.3, 0.2, 0.2]}, {"shares": [0, 0, 3, 0, 1]}],
+}
+
+_NOT_FRACTIONS = [-0.1, 1.5, NAN, "0.5"]
+SAMPLER_BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
+    "curriculum": [
+        ({"order": "backwards"}, "order"),
+        ({"order": "easy_to_hard", "pacing": None}, "pacing"),
+        ({"order": "none", "signal": "median"}, "signal"),
+    ],
+    "learning_progress": [
+        ({"total_steps": 0}, "total_steps"),
+        ({"total_steps": 2.5}, "total_steps"),
+        ({"total_steps": 10, "min_horizon": 0}, "min_horizon"),
+        ({"total_steps": 10, "slow_multiple": 1.0}, "slow_multiple"),
+        ({"total_steps": 10, "share_floor": 0.0}, "share_floor"),
+        ({"total_steps": 10, "clip": 0.5}, "clip"),
+        ({"total_steps": 10, "anneal_start": 0.7, "anneal_end": 0.5}, "anneal_end"),
+        ({"total_steps": 10, "importance_weights": 1}, "importance_weights"),
+        ({"total_steps": 10, "optimal_loss": [0.1, 0.2]}, "optimal_loss"),
+        ({"total_steps": 10, "optimal_loss": [0.1, -0.2, 0.0, 0.0, 0.0]}, "optimal_loss"),
+        ({"total_steps": 10, "excess_floor": 0.0}, "excess_floor"),
+    ]
+    + [({"total_steps": 10, k: v}, k) for k in ("epsilon", "anneal_start", "horizon_fraction") for v in _NOT_FRACTIONS],
+    "speed": [
+        ({"ratio": 0.0}, "ratio"),
+        ({"ratio": NAN}, "ratio"),
+        ({"ratio": "5"}, "ratio"),
+        ({"change_aware": "yes"}, "change_aware"),
+        ({"grid": 1}, "grid"),
+    ]
+    + [({k: v}, k) for k in ("threshold", "lam") for v in _NOT_FRACTIONS],
+    "loss_importance": [
+        ({"history": 0}, "history"),
+        ({"history": 1.5}, "history"),
+        ({"uniform_prob": 1.5}, "uniform_prob"),
+        ({"uniform_prob": NAN}, "uniform_prob"),
+        ({"per_timestep": "yes"}, "per_timestep"),
+    ],
+    "logit_normal": [
+        ({"scale": 0.0}, "scale"),
+        ({"scale": INF}, "scale"),
+        ({"loc": NAN}, "loc"),
+        ({"loc": "0"}, "loc"),
+    ],
+    "matched_marginal": [
+        ({"shares": [0.5, 0.5]}, "shares"),
+        ({"shares": [1, 1, 1, 1, -1]}, "shares"),
+        ({"shares": [0, 0, 0, 0, 0]}, "shares"),
+        ({"shares": [1, 1, 1, 1, NAN]}, "shares"),
+        ({"shares": "equal"}, "shares"),
     ],
 }
 

@@ -8,7 +8,6 @@ each advance (whose ``cause`` must be one of ``STAGE_CHANGE_CAUSES``), ``state_d
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
@@ -16,6 +15,7 @@ import torch
 
 from diffusion_curriculum.errors import UserError
 from diffusion_curriculum.pacing import PACING_FUNCTIONS, PACINGS, STAGE_CHANGE_CAUSES
+from diffusion_curriculum.runs.checkpoints import roundtrip
 
 from .tables import PACING_BAD, PACING_EXAMPLES, bad_cases, cases, example, require
 
@@ -70,11 +70,8 @@ def _build(name, kwargs):
 
 
 def _checkpoint(state):
-    """The state as a checkpoint stores and loads it (torch.save, torch.load(weights_only=True))."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
+    """The state as a checkpoint stores and loads it: tensors in safetensors, the rest as JSON."""
+    return roundtrip(state)
 
 
 def test_every_registered_pacing_has_example_and_bad_arguments():

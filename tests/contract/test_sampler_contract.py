@@ -6,7 +6,6 @@ permutation), cumulative or not, on the noise space of every objective in ``obje
 from __future__ import annotations
 
 import functools
-import io
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ import torch
 from diffusion_curriculum.errors import UserError
 from diffusion_curriculum.objectives import OBJECTIVES, make_objective
 from diffusion_curriculum.pacing import STAGE_CHANGE_CAUSES, AdaptivePacing, FixedPacing
+from diffusion_curriculum.runs.checkpoints import roundtrip
 from diffusion_curriculum.sampler import ORDERS, CurriculumSampler
 from diffusion_curriculum.schedules import DiscreteSchedule
 
@@ -61,10 +61,8 @@ def _run(sampler: CurriculumSampler, steps: range):
 
 
 def _checkpoint(state):
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
+    """The state as a checkpoint stores and loads it: tensors in safetensors, the rest as JSON."""
+    return roundtrip(state)
 
 
 def _in_unlocked(sampler: CurriculumSampler, x: torch.Tensor) -> bool:

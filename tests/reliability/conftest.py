@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ._run import cli_env, run, train_cmd
+from diffusion_curriculum.cli import main
+
+from ._run import TINY_ARGS, cli_env, run, train_cmd
 
 
 @pytest.fixture(autouse=True)
@@ -32,4 +34,19 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Path
     out = root / "run"
     proc = run(train_cmd(out), cli_env(cache), cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Path:
+    """The run of ``TINY_ARGS``, uninterrupted, trained in-process (one thread)."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DIFFUSION_CURRICULUM_CACHE", str(cache))
+            assert main(["train", *TINY_ARGS, "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(before)
     return out

@@ -25,14 +25,15 @@ def _truncate(path: Path, keep: int) -> None:
 
 
 def test_corrupt_newest_checkpoints_are_reported_and_skipped_via_the_cli(tmp_path, cache, reference_run):
-    """The reference run keeps checkpoints 15, 18, 21 and 24; a copy of it loses 24 (state.pt
-    truncated), 21 (one bit of rank0.pt flipped) and 18 (manifest torn), resumes from 15 and ends at
+    """The reference run keeps checkpoints 15, 18, 21 and 24; a copy of it loses 24 (state.safetensors
+    truncated), 21 (one bit of rank0.safetensors flipped) and 18 (manifest torn), resumes from 15 and ends at
     the same state, with each bad checkpoint named in one line."""
     out = tmp_path / "run"
     shutil.copytree(reference_run, out)
     root = out / "checkpoints"
-    _truncate(root / "step_00000024" / "state.pt", (root / "step_00000024" / "state.pt").stat().st_size // 2)
-    _flip_bit(root / "step_00000021" / "rank0.pt", (root / "step_00000021" / "rank0.pt").stat().st_size // 2, 3)
+    state, rank0 = root / "step_00000024" / "state.safetensors", root / "step_00000021" / "rank0.safetensors"
+    _truncate(state, state.stat().st_size // 2)
+    _flip_bit(rank0, rank0.stat().st_size // 2, 3)
     _truncate(root / "step_00000018" / ckpt.MANIFEST, 10)
     shutil.rmtree(out / "model")
 
@@ -41,8 +42,8 @@ def test_corrupt_newest_checkpoints_are_reported_and_skipped_via_the_cli(tmp_pat
     lines = proc.stdout.splitlines()
     skipped = [line for line in lines if line.startswith("skipping corrupt checkpoint")]
     assert len(skipped) == 3, lines
-    assert "step_00000024: state.pt fails its SHA-256 check" in skipped[0]
-    assert "step_00000021: rank0.pt fails its SHA-256 check" in skipped[1]
+    assert "step_00000024: state.safetensors fails its SHA-256 check" in skipped[0]
+    assert "step_00000021: rank0.safetensors fails its SHA-256 check" in skipped[1]
     assert "step_00000018: missing or unreadable manifest.json" in skipped[2]
     assert f"resumed from {root / 'step_00000015'} at step 15" in lines
     assert_same_run(reference_run, out)
@@ -54,14 +55,14 @@ def _two_checkpoints(root: Path) -> None:
     for step in (1, 2):
         staging = ckpt.staging_dir(root, step)
         staging.mkdir(parents=True)
-        ckpt.save_file({"step": step, "model": {"w": torch.arange(64.0) * step}}, staging / "state.pt")
-        ckpt.save_file({"sampler": {"stage": step}}, staging / "rank0.pt")
+        ckpt.save_state({"step": step, "model": {"w": torch.arange(64.0) * step}}, staging / ckpt.STATE)
+        ckpt.save_state({"sampler": {"stage": step}}, staging / ckpt.rank_file(0))
         ckpt.publish(root, step, world_size=1)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    name=st.sampled_from(["state.pt", "rank0.pt"]),
+    name=st.sampled_from(["state.safetensors", "rank0.safetensors"]),
     truncate=st.booleans(),
     offset=st.integers(0, 10**6),
     bit=st.integers(0, 7),

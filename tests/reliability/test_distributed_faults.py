@@ -9,7 +9,8 @@ import subprocess
 import time
 
 import psutil
-import torch
+
+from diffusion_curriculum.runs import checkpoints as ckpt
 
 from ._run import (
     assert_same_run,
@@ -64,9 +65,9 @@ def test_two_process_faults_end_cleanly_and_resume_exactly(tmp_path, cache):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = records(reference)
     assert [r["skipped_steps"] for r in lines[:4]] == [0, 0, 1, 1]  # both ranks skipped step 3
-    for name in ("rank0.pt", "rank1.pt"):
-        rank_state = torch.load(reference / "checkpoints" / f"step_{MAX_STEPS:08d}" / name, weights_only=False)
-        assert rank_state["sampler"]["step"] == MAX_STEPS - 1, name  # each rank observed the same 15 steps
+    for rank in (0, 1):
+        rank_state = ckpt.load_rank_state(reference / "checkpoints" / f"step_{MAX_STEPS:08d}", rank)
+        assert rank_state["sampler"]["step"] == MAX_STEPS - 1, rank  # each rank observed the same 15 steps
 
     # SIGKILL rank 1 after the first checkpoint: torchrun stops the job at once and names the rank.
     job = start(torchrun_cmd(*ARGS, "--out", str(out)), env, tmp_path, tmp_path / "kill.log")

@@ -46,8 +46,9 @@ def _lines(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def _load(out: Path, step: int, name: str = "state.pt") -> dict:
-    return torch.load(out / "checkpoints" / f"step_{step:08d}" / name, weights_only=False)
+def _load(out: Path, step: int, name: str = "state") -> dict:
+    path = out / "checkpoints" / f"step_{step:08d}"
+    return ckpt.load_state(path) if name == "state" else ckpt.load_rank_state(path, 0)
 
 
 def _inf_loss_at(monkeypatch, steps: set[int]) -> None:
@@ -74,7 +75,7 @@ def test_nan_and_inf_steps_are_skipped_counted_and_change_nothing(tmp_path, monk
     for key in ("model", "ema", "optimizer", "lr_scheduler"):
         assert_identical(a[key], b[key], key)
     assert (b["skipped_steps"], b["bad_streak"]) == (2, 2)
-    sa, sb = _load(clean, 3, "rank0.pt")["sampler"], _load(faulty, 5, "rank0.pt")["sampler"]
+    sa, sb = _load(clean, 3, "rank0")["sampler"], _load(faulty, 5, "rank0")["sampler"]
     for key in ("stage", "step", "transitions", "pacing", "loss_sum", "loss_count"):
         assert_identical(sa[key], sb[key], key)
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from ..resources import check_fits
 from .bundle import RawData
 from .captions import DIGIT_WORDS
 from .gmm import GaussianMixture, default_gmm
@@ -165,6 +166,9 @@ def load_builtin(name: str, seed: int, n_samples: int | None, dim: int | None) -
     n = 10_000 if n_samples is None else int(n_samples)
     if n < 2:
         raise UserError(f"n_samples must be >= 2, got {n}")
+    # drawn in float64 and kept in float32 (and a copy of each split): refuse now what cannot fit
+    width = 2 if dim is None else int(dim)
+    check_fits("data.n_samples" if dim is None else "data.n_samples x data.dim", n, (width,), copies=5)
     g = torch.Generator().manual_seed(int(seed))
     if name == "gmm":
         gmm = default_gmm(2 if dim is None else int(dim))

@@ -11,6 +11,7 @@ resized. Captions come from ``captions.jsonl`` at the folder root, one
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 import zlib
 from collections import Counter
@@ -206,17 +207,48 @@ def _array_to_tensor(x: np.ndarray, where: str) -> torch.Tensor:
     raise DataError(f"{where}: got dtype {x.dtype}; {_EXPECTED} (convert 0..255 integers with .astype(np.uint8))")
 
 
+def _check_npy_header(fp, stored: int, where: str) -> None:
+    """Refuse an array whose header claims more bytes than ``stored`` (what the file or zip member
+    holds), before numpy allocates what the header claims."""
+    version = np.lib.format.read_magic(fp)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(fp)
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > stored - fp.tell():
+        raise DataError(
+            f"{where}: its header claims an array of shape {tuple(shape)} ({claimed} bytes), but the file holds "
+            f"{max(0, stored - fp.tell())} bytes of data"
+        )
+
+
+def _check_array_sizes(path: Path) -> None:
+    """Every array of a .npy or .npz file holds the bytes its header claims."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    _check_npy_header(member, info.file_size, f"{path}[{info.filename!r}]")
+    else:
+        with path.open("rb") as f:
+            _check_npy_header(f, path.stat().st_size, str(path))
+
+
 def load_array_file(path: Path, *, captions: bool) -> RawData:
     """Read a .npy array, or a .npz holding ``images``/``x``/``arr_0`` [+ ``labels``/``y``, ``captions``]."""
     try:
+        _check_array_sizes(path)
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             arrays = {"arr_0": loaded}
         else:
             with loaded:
                 arrays = {k: loaded[k] for k in loaded.files}
+    except DataError:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"cannot read {path}: {_one_line(e)}") from e
+    except MemoryError:
+        raise DataError(f"cannot read {path}: its arrays do not fit in memory") from None
     key = next((k for k in ("images", "x", "arr_0") if k in arrays), None)
     if key is None:
         raise DataError(f"{path}: expected an array named images, x or arr_0; found {sorted(arrays)}")

@@ -17,15 +17,20 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..assembly import check_pacing
-from ..jobs import claim_folder, imap_jobs, mark_done
+from ..assembly import build_objective, build_sampler, check_pacing
+from ..jobs import check_claim, claim_folder, imap_jobs, mark_done
 from ..metrics.directions import lower_is_better
 from ..runs import checkpoints as ckpt
+from ..runs.atomic import write_atomic
+from ..runs.lock import folder_lock
+from ..runs.records import read_json
 from .grid import GridConfig, RunSpec, load_grid
 
 __all__ = ["run_grid"]
 
 DONE = "done.json"
+# What a grid writes into its folder besides grid.yaml and runs/ (--overwrite deletes exactly these).
+GRID_OUTPUTS = ("grid.json", "report.md", "report.html", "figures")
 
 
 def _versions() -> dict[str, str]:
@@ -72,7 +77,7 @@ def run_one(grid_file: str, spec_name: str, out: str, threads: int, quiet: bool 
     run_dir = Path(out) / "runs" / spec.name
     done = run_dir / DONE
     if done.is_file():
-        return json.loads(done.read_text())
+        return read_json(done, "record of a finished run (delete it to evaluate the run again)")
     config = grid.run_config(spec, run_dir)
     start = time.perf_counter()
     train_or_resume(config, progress=not quiet)
@@ -101,16 +106,26 @@ def _run_one_star(args: tuple) -> dict[str, Any]:
 def run_grid(
     grid_file: str | Path, out: str | Path, *, workers: int | None = None, overwrite: bool = False, command: str = ""
 ) -> Path:
-    """Run (or finish) every run of a grid and write OUT/report.md and OUT/report.html."""
+    """Run (or finish) every run of a grid and write OUT/report.md and OUT/report.html. OUT is locked
+    meanwhile: a second grid in it is refused."""
     grid_file, out = Path(grid_file), Path(out)
     grid = load_grid(grid_file)
-    claim_folder(out, "grid.yaml", grid_file.read_text(), "grid", overwrite)
+    check_claim(out, "grid.yaml", "grid", overwrite, GRID_OUTPUTS)  # before the lock: a refused folder is untouched
+    with folder_lock(out):
+        return _run_grid(grid, grid_file, out, workers, overwrite, command)
+
+
+def _run_grid(grid: GridConfig, grid_file: Path, out: Path, workers: int | None, overwrite: bool, command: str) -> Path:
+    claim_folder(out, "grid.yaml", grid_file.read_text(), "grid", overwrite, GRID_OUTPUTS, validate=load_grid)
     specs: list[RunSpec] = grid.runs()
     warnings: list[str] = []
     for spec in specs:  # validate every run's config before any training starts
-        warning = check_pacing(grid.run_config(spec, out / "runs" / spec.name))
+        config = grid.run_config(spec, out / "runs" / spec.name)
+        warning = check_pacing(config)
         if warning is not None and warning not in warnings:
             warnings.append(warning)
+        if not spec.after:  # a sampler's parameters (those of a source-dependent one once its source is done)
+            build_sampler(config, build_objective(config), rank=0)
     for warning in warnings:
         print(f"diffusion-curriculum: warning: {warning}", file=sys.stderr)
     n_workers = max(1, min(workers or grid.workers, os.cpu_count() or 1, len(specs)))
@@ -118,17 +133,20 @@ def run_grid(
     metric, lower = _primary_metric(grid)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     wall_start = time.perf_counter()
-    jobs = [(str(out / "grid.yaml"), s.name, str(out), threads) for s in specs]
     records: dict[str, dict] = {}
     done_before = {s.name for s in specs if (out / "runs" / s.name / DONE).is_file()}
     bar = tqdm(total=len(specs), initial=len(done_before), desc=f"grid {grid.name}", unit="run")
     bar.write(f"{len(specs)} runs ({len(done_before)} already done), {n_workers} worker(s) x {threads} thread(s)")
+    # Runs that read another run's results (matched_marginal from a method of the grid) go in a second round.
+    rounds = [[s for s in specs if not s.after], [s for s in specs if s.after]]
     try:
-        for record in imap_jobs(_run_one_star, jobs, n_workers):
-            records[record["name"]] = record
-            if record["name"] not in done_before:
-                bar.update(1)
-                bar.write(f"done {record['name']} ({record['wall_s']:.0f} s)")
+        for round_specs in rounds:
+            jobs = [(str(out / "grid.yaml"), s.name, str(out), threads) for s in round_specs]
+            for record in imap_jobs(_run_one_star, jobs, n_workers):
+                records[record["name"]] = record
+                if record["name"] not in done_before:
+                    bar.update(1)
+                    bar.write(f"done {record['name']} ({record['wall_s']:.0f} s)")
     finally:
         bar.close()
     meta = {
@@ -156,7 +174,7 @@ def run_grid(
         "wall_s": round(time.perf_counter() - wall_start, 1),
         "command": command or " ".join(sys.argv),
     }
-    (out / "grid.json").write_text(json.dumps(meta, indent=1))
+    write_atomic(out / "grid.json", json.dumps(meta, indent=1))
     from .report import write_report
 
     md, _ = write_report(out)

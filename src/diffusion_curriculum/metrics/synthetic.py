@@ -17,13 +17,14 @@ from torch import Tensor
 from ..data.gmm import GaussianMixture
 from ..errors import UserError
 from ..schedules import DiscreteSchedule
+from ..weighting import Weighting, target_factor
 from .distribution import _features as _vectors
 from .distribution import _partial_sq_dist_chunks, _same_dim
 
 if TYPE_CHECKING:  # the objectives import diffusers, which these metrics do not otherwise need
     from ..objectives import Objective
 
-__all__ = ["excess_denoising_error", "mmd", "nll", "sliced_wasserstein", "vector_metrics"]
+__all__ = ["excess_denoising_error", "mmd", "nll", "optimal_cluster_losses", "sliced_wasserstein", "vector_metrics"]
 
 _F64 = torch.float64
 _CHUNK_ELEMENTS = 1 << 22  # float64 entries of one intermediate block: 32 MiB
@@ -190,6 +191,48 @@ def excess_denoising_error(
         eps_star = gmm.optimal_eps(x_seen, alpha, sigma)
         errors.append(float((eps_hat - eps_star).pow(2).mean()))
     return errors
+
+
+@torch.no_grad()
+def optimal_cluster_losses(
+    objective: Objective,
+    weighting: Weighting,
+    gmm: GaussianMixture,
+    clusters: Sequence[tuple],
+    *,
+    n_per_cluster: int = 4096,
+    generator: torch.Generator | None = None,
+) -> list[float]:
+    """Per cluster, the expected training loss of the exact optimal denoiser: the floor no model can go below.
+
+    In the units of the trainer's per-sample loss (the objective's target MSE times the weighting):
+    the optimal x0 estimate errs by -(sigma / alpha)(eps* - eps), eps* = E[eps | x], so its target
+    error is ``target_factor`` / SNR times the mean of (eps* - eps)^2 (:mod:`~..weighting`). Levels
+    are drawn within each cluster from the training density (uniform timesteps, or the continuous
+    density restricted to the cluster), as the timestep samplers draw them; x0 are exact mixture
+    samples. The :class:`~diffusion_curriculum.samplers.LearningProgressSampler`'s ``optimal_loss``.
+    """
+    if n_per_cluster < 1:
+        raise UserError(f"n_per_cluster must be >= 1, got {n_per_cluster}")
+    space = objective.noise_space()
+    out = []
+    for lo, hi in clusters:
+        if isinstance(space, DiscreteSchedule):
+            levels = torch.randint(int(lo), int(hi), (n_per_cluster,), generator=generator)
+        else:
+            a, b = space.cdf(torch.tensor([float(lo), float(hi)], dtype=_F64)).tolist()
+            u = a + (b - a) * torch.rand(n_per_cluster, generator=generator, dtype=_F64)
+            levels = space.icdf(u).clamp(float(lo), float(hi))
+        alpha, sigma = (v.to(_F64) for v in objective.alpha_sigma(levels))
+        x0 = gmm.sample(n_per_cluster, generator)
+        eps = torch.randn(x0.shape, generator=generator, dtype=_F64)
+        x = alpha[:, None] * x0 + sigma[:, None] * eps
+        eps_error = (gmm.optimal_eps(x, alpha, sigma) - eps).pow(2).mean(1)
+        snr = objective.snr(levels).to(_F64)
+        factor = target_factor(snr, objective.target, objective.sigma_data) / snr.clamp(min=1e-30)
+        weights = weighting(snr, objective.target, sigma_data=objective.sigma_data, dtype=_F64)
+        out.append(float((weights * factor * eps_error).mean()))
+    return out
 
 
 def vector_metrics(

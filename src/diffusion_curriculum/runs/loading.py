@@ -9,7 +9,6 @@ class names and the step. Sampling, evaluation and the study all load runs throu
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,12 @@ import torch
 from ..assembly import build_objective, cache_dir
 from ..conditioning import Conditioner
 from ..config import Config, dotted_overrides, load_config
-from ..errors import RunError
+from ..errors import CheckpointError, RunError, UserError
 from ..models import Denoiser, ModelSpec, build_model
 from ..objectives import Objective
 from . import checkpoints as ckpt
-from .layout import CHECKPOINTS, CONFIG, MODEL
+from .layout import CHECKPOINTS, CONFIG, MODEL, load_run_config
+from .records import read_json
 
 __all__ = ["RUN_META", "TrainedRun", "load_trained", "run_meta"]
 
@@ -82,9 +82,9 @@ def load_trained(run: Path, checkpoint: str | None = None) -> TrainedRun:
     run = Path(run)
     if checkpoint is None:
         folder = _run_folder(run)
-        meta = json.loads((folder / MODEL / RUN_META).read_text())
+        meta = read_json(folder / MODEL / RUN_META, "model description")
         model = Denoiser.from_pretrained(folder / MODEL)
-        config = load_config(folder / CONFIG)
+        config = load_run_config(folder)
     else:
         if checkpoint == "latest":
             path = ckpt.find_latest(run / CHECKPOINTS)
@@ -94,12 +94,19 @@ def load_trained(run: Path, checkpoint: str | None = None) -> TrainedRun:
             path = Path(checkpoint)
             ckpt.verify(path)
         state = ckpt.load_state(path)
-        meta = state["meta"]
-        model = build_model(_spec(meta["spec"]))
-        model.load_state_dict(state["model"])
-        with torch.no_grad():
-            for param, value in zip(model.parameters(), state["ema"]["shadow_params"], strict=True):
-                param.copy_(value)
-        config = load_config(overrides=dotted_overrides(state["config"]))
+        try:
+            meta = state["meta"]
+            model = build_model(_spec(meta["spec"]))
+            model.load_state_dict(state["model"])
+            with torch.no_grad():
+                for param, value in zip(model.parameters(), state["ema"]["shadow_params"], strict=True):
+                    param.copy_(value)
+            config = load_config(overrides=dotted_overrides(state["config"]))
+        except UserError as exc:
+            raise CheckpointError(f"{path / ckpt.STATE}: {exc}") from None
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{path / ckpt.STATE}: does not hold a model of this package ({exc.__class__.__name__})"
+            ) from None
     model.eval()
     return TrainedRun(model, build_objective(config), config, meta.get("class_names"), int(meta["step"]))

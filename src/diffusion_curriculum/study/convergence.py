@@ -9,7 +9,6 @@ parallel worker processes.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,13 +19,18 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..config import Config, ConfigError
-from ..jobs import claim_folder, imap_jobs, mark_done
+from ..jobs import check_claim, claim_folder, imap_jobs, mark_done
 from ..runs import checkpoints as ckpt
+from ..runs.atomic import write_atomic
+from ..runs.lock import folder_lock
+from ..runs.records import read_json, read_jsonl
 from .rule import ConvergenceRule
 
 __all__ = ["run_convergence_study"]
 
 DONE = "done.json"
+# What a study writes into its folder besides study.yaml and runs/ (--overwrite deletes exactly these).
+STUDY_OUTPUTS = ("study.jsonl", "study.md", "convergence.png", "loss_curves.png", "kl.png")
 
 
 # ----- one job: train on one interval, measure, mark done -----------------------------------------
@@ -36,9 +40,8 @@ def _job_dir(out: Path, interval: int, seed: int) -> Path:
 
 def _read_curve(run_dir: Path) -> tuple[list[int], list[float]]:
     steps, losses = [], []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record["loss"] is not None:
+    for record in read_jsonl(run_dir / "metrics.jsonl").records:
+        if record.get("loss") is not None:
             steps.append(int(record["step"]))
             losses.append(float(record["loss"]))
     return steps, losses
@@ -73,7 +76,7 @@ def train_interval(config_dict: dict[str, Any], interval: int, seed: int, out: s
     run_dir = _job_dir(Path(out), interval, seed)
     done = run_dir / DONE
     if done.is_file():
-        return json.loads(done.read_text())
+        return read_json(done, "record of a finished job (delete it to run the job again)")
     config = _job_config(config_dict, interval, seed, run_dir)
     start = time.perf_counter()
     train_or_resume(config)
@@ -121,8 +124,8 @@ def _prepare_out(out: Path, study: dict[str, Any], overwrite: bool) -> None:
     text = yaml.safe_dump(study, sort_keys=True)
     saved = out / "study.yaml"
     if saved.is_file() and not overwrite and saved.read_text() != text and _normalized(saved) == study:
-        saved.write_text(text)
-    claim_folder(out, "study.yaml", text, "study", overwrite)
+        write_atomic(saved, text)
+    claim_folder(out, "study.yaml", text, "study", overwrite, STUDY_OUTPUTS)
 
 
 def _normalized(saved: Path) -> dict[str, Any] | None:
@@ -157,7 +160,6 @@ def run_convergence_study(
     Returns the per-(interval, seed) records.
     """
     from ..assembly import clusters_for
-    from .report import write_convergence_outputs
 
     rule = rule or ConvergenceRule()
     out = Path(out)
@@ -170,6 +172,17 @@ def run_convergence_study(
     K = len(clusters)
     for k in range(K):  # every job's config must validate before any training starts
         _job_config(base, k, seeds[0], _job_dir(out, k, seeds[0]))
+    check_claim(out, "study.yaml", "study", overwrite, STUDY_OUTPUTS)  # before the lock: a refused folder is untouched
+    with folder_lock(out):
+        return _run_study(config, out, study, seeds, rule, workers, threads, overwrite, progress)
+
+
+def _run_study(config, out, study, seeds, rule, workers, threads, overwrite, progress) -> list[dict[str, Any]]:
+    """The study itself, with ``out`` locked."""
+    from ..assembly import clusters_for
+    from .report import write_convergence_outputs
+
+    base, K = study["config"], len(clusters_for(config))
     _prepare_out(out, study, overwrite)
     jobs = [(base, k, s, str(out), threads) for s in seeds for k in range(K)]
     done_before = sum(_job_dir(out, k, s).joinpath(DONE).is_file() for _, k, s, _, _ in jobs)

@@ -176,10 +176,10 @@ def run_entropy_study(
     ``samples`` (default 1,000,000) draws per t; other data ``empirical_mc`` with 2,000 by default.
     Both closed forms are evaluated at every t, the Monte Carlo ones at ``points`` log-spaced t.
     """
-    from ..assembly import build_dataset, build_objective
-    from ..config import ConfigError, dotted_overrides, load_config
-    from .convergence import _prepare_out
-    from .report import write_entropy_outputs
+    from ..config import ConfigError
+    from ..jobs import check_claim
+    from ..runs.lock import folder_lock
+    from .convergence import STUDY_OUTPUTS, _prepare_out
 
     if config.objective.name not in ("eps", "v", "x0"):
         raise ConfigError(
@@ -192,7 +192,18 @@ def run_entropy_study(
     base = config.to_dict()
     base.pop("out")
     study = {"kind": "entropy", "config": base, "seeds": list(seeds), "points": points, "samples": samples}
-    _prepare_out(out, study, overwrite)
+    check_claim(out, "study.yaml", "study", overwrite, STUDY_OUTPUTS)  # before the lock: a refused folder is untouched
+    with folder_lock(out):
+        _prepare_out(out, study, overwrite)
+        return _entropy_study(config, out, base, seeds, points, samples, progress)
+
+
+def _entropy_study(config, out, base, seeds, points, samples, progress) -> dict[str, Any]:
+    """The study itself, with ``out`` locked."""
+    from ..assembly import build_dataset, build_objective
+    from ..config import dotted_overrides, load_config
+    from .report import write_entropy_outputs
+
     schedule = build_objective(config).noise_space()
     T = schedule.T
     start = time.perf_counter()

@@ -27,16 +27,19 @@ from diffusers.training_utils import EMAModel
 
 from ..assembly import build_dataset, build_objective, build_sampler, build_weighting, cache_dir
 from ..conditioning import Conditioner, TrainingConditions
-from ..config import Config, dump_config, load_config
+from ..config import Config, dump_config
 from ..data import DatasetBundle
-from ..errors import ConfigError, RunError, TrainingDiverged
+from ..errors import CheckpointError, ConfigError, RunError, TrainingDiverged, UserError
 from ..evaluation import HeldoutProbe
 from ..fault_injection import nan_steps
+from ..interrupts import deferred_signals
 from ..models import Denoiser, ModelSpec, build_model
+from ..resources import check_fits
 from ..runs import checkpoints as ckpt
-from ..runs import layout
+from ..runs import layout, lock
 from ..runs.export import save_final_model
 from ..runs.loading import run_meta
+from ..safe_yaml import short
 from ..sampler import rank_seed
 from ..sampling import SamplingSettings, sample_decoded
 from ..visual import save_samples
@@ -96,8 +99,14 @@ class Trainer:
             self.codec = LatentCodec(config.data.vae, self.device)
             tag = f"{config.data.dataset}:{config.seed}:{config.data.heldout_fraction}"
             train_x = self.codec.encode_cached(train_x, cache_dir() / "latents", tag)
+        self.model_shape = tuple(train_x.shape[1:])
+        # A batch or sample grid that cannot fit is refused now, before the run folder is touched.
+        check_fits("train.batch_size", self.local_batch, self.model_shape, self.device)
+        if config.train.sample_every is not None:
+            check_fits("sample.n", config.sample.n, self.model_shape, self.device, copies=3)
+        if config.train.probe_every is not None:
+            check_fits("train.probe_items", config.train.probe_items, self.model_shape, self.device, copies=3)
         self.train_x = train_x.to(self.device)  # in-memory data sets live on the device
-        self.model_shape = tuple(self.train_x.shape[1:])
         self.conditioner = Conditioner(
             config.model.conditioning,
             n_classes=self.data.n_classes if config.model.conditioning == "class" else 0,
@@ -123,7 +132,7 @@ class Trainer:
             model.inner.compile()  # in place: parameter names, checkpoints and saved models stay as they are
         self.objective = build_objective(config)
         self.weighting: Weighting = build_weighting(config)
-        self.sampler = build_sampler(config, self.objective, self.rank)
+        self.sampler = build_sampler(config, self.objective, self.rank, data=self.data, weighting=self.weighting)
         optimizer = torch.optim.AdamW(
             model.parameters(),
             lr=config.train.lr,
@@ -150,19 +159,40 @@ class Trainer:
         self.bad_streak = 0  # consecutive such steps up to now
         self.window_loss, self.window_good = 0.0, 0  # loss sum and count of good steps since the last log line
         self.last_log_step = 0  # the step of the last metrics.jsonl line: stage changes after it go in the next
-        if resume is not None:
-            self._resume(resume)
-        else:
-            self._claim_folder(overwrite)
+        self.last_probe_step = 0  # the step of the last probe.jsonl line
+        self._locked = False  # whether this process holds the run folder's lock (the main process does)
+        try:
+            if resume is not None:
+                self._resume(resume)
+            else:
+                self._claim_folder(overwrite)
+        except BaseException:
+            self.close()
+            raise
 
     # ----- setup ---------------------------------------------------------------------------
     @property
     def _unwrapped(self) -> Denoiser:
         return self.accelerator.unwrap_model(self.model)
 
+    def _lock(self, resume: str | None, overwrite: bool) -> None:
+        """Take the run folder's lock (the main process; a second writer is refused naming this pid) and
+        check the folder again under it: another process may have started a run there since."""
+        if self.accelerator.is_main_process and not self._locked:
+            lock.acquire(self.out)
+            self._locked = True
+            layout.check_folder(self.out, resume, overwrite)
+
+    def close(self) -> None:
+        """Release the run folder's lock (the end of :func:`train`; a process that ends releases it too)."""
+        if self._locked:
+            lock.release(self.out)
+            self._locked = False
+
     def _claim_folder(self, overwrite: bool) -> None:
         """Start the run's files: empty the folder's run artefacts if overwriting, write config.yaml."""
         if self.accelerator.is_main_process:
+            self._lock(None, overwrite)
             if overwrite:
                 layout.remove_run_files(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +213,12 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path | None:
-        """Write this step's checkpoint (all ranks take part) and keep the newest few."""
+        """Write this step's checkpoint (all ranks take part) and keep the newest few. A SIGINT or SIGTERM
+        that comes meanwhile is held until the checkpoint is published, then stops the run."""
+        with deferred_signals():
+            return self._save_checkpoint()
+
+    def _save_checkpoint(self) -> Path | None:
         acc = self.accelerator
         root = self.out / layout.CHECKPOINTS
         staging = ckpt.staging_dir(root, self.step)
@@ -192,7 +227,7 @@ class Trainer:
                 shutil.rmtree(staging)
             staging.mkdir(parents=True)
         acc.wait_for_everyone()
-        ckpt.save_file(self._rank_state(), staging / f"rank{self.rank}.pt")
+        ckpt.save_state(self._rank_state(), staging / ckpt.rank_file(self.rank))
         if acc.is_main_process:
             state = {
                 "step": self.step,
@@ -204,8 +239,10 @@ class Trainer:
                 "meta": run_meta(self.spec, self.data.class_names, self.step),
                 "skipped_steps": self.skipped_steps,
                 "bad_streak": self.bad_streak,
+                # the step of each log's last line: a resume checks that the logs still reach them
+                "logs": {layout.METRICS: self.last_log_step, layout.PROBE: self.last_probe_step},
             }
-            ckpt.save_file(state, staging / "state.pt")
+            ckpt.save_state(state, staging / ckpt.STATE)
         acc.wait_for_everyone()
         path = None
         if acc.is_main_process:
@@ -216,32 +253,67 @@ class Trainer:
 
     def _resume(self, which: str) -> None:
         """Restore the newest intact (or the given) checkpoint; a run killed before its first
-        checkpoint starts again from step 0."""
+        checkpoint starts again from step 0.
+
+        The checkpoint must have been written by this same experiment (its own saved config is
+        checked, as the folder's config.yaml is) and the logs must still reach the lines it was
+        written after (a log cut short loses lines the resumed run would not write again), else an
+        older checkpoint is used, with a notice; the checkpoints after the one used are deleted, as
+        the log lines after it are."""
         root = self.out / layout.CHECKPOINTS
         warn = self.accelerator.print
+        self._lock(which, False)
+        if (self.out / layout.CONFIG).exists():
+            layout.check_same_run(layout.load_run_config(self.out), self.config, self.out / layout.CONFIG)
+        logs = layout.read_logs(self.out, announce=self.accelerator.is_main_process)
+
+        gaps: list[str] = []
+
+        def usable(path: Path) -> str | None:
+            state = ckpt.load_state(path, with_tensors=False)
+            layout.check_same_run(state.get("config") or {}, self.config, path / ckpt.STATE)
+            gap = layout.log_gap(logs, state.get("logs") or {})
+            if gap is not None:
+                gaps.append(f"{self.out / gap}")
+            return gap
+
         if which == "latest":
-            path = ckpt.find_latest(root, warn=warn)
+            path = ckpt.find_latest(root, warn=warn, accept=usable)
             if path is None and ckpt.list_checkpoints(root):
-                raise RunError(f"--resume latest: no intact checkpoint under {root}")
+                why = f"the oldest intact one is past the logs: {gaps[-1]}" if gaps else "none is intact"
+                raise RunError(f"--resume latest: no checkpoint under {root} can continue this run ({why})")
         else:
             path = Path(which)
             ckpt.verify(path)
-        if (self.out / layout.CONFIG).exists():
-            layout.check_same_run(load_config(self.out / layout.CONFIG), self.config)
+            gap = usable(path)
+            if gap is not None:
+                raise RunError(f"--resume {path}: {gap}; lines are missing, so it cannot continue this run exactly")
         if path is None:
             warn(f"--resume latest: {self.out} holds no checkpoint yet; starting it again from step 0")
         else:
             self._load_checkpoint(path)
             warn(f"resumed from {path} at step {self.step}")
         if self.accelerator.is_main_process:
-            layout.truncate_log(self.out / layout.METRICS, self.step)
-            layout.truncate_log(self.out / layout.PROBE, self.step)
-            dump_config(self.config, self.out / layout.CONFIG)
+            with deferred_signals():
+                layout.truncate_logs(self.out, logs, self.step)
+                ckpt.discard_after(root, self.step)
+                dump_config(self.config, self.out / layout.CONFIG)
         self.accelerator.wait_for_everyone()
 
     def _load_checkpoint(self, path: Path) -> None:
         """Load every piece of state a checkpoint holds, this rank's included. Tensors are read to the CPU
-        (torch.load cannot map to Accelerate's multi-process CPU device, cpu:0); loading copies them over."""
+        (a checkpoint holds CPU tensors); loading copies them over. A state that lacks a piece or does not
+        fit this model is refused naming the file."""
+        try:
+            self._restore(path)
+        except UserError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+            raise CheckpointError(
+                f"{path}: does not hold the state of this run ({exc.__class__.__name__}: {short(exc)})"
+            ) from None
+
+    def _restore(self, path: Path) -> None:
         state = ckpt.load_state(path)
         self._unwrapped.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
@@ -249,6 +321,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         rank_state = ckpt.load_rank_state(path, self.rank)
+        self.last_probe_step = int((state.get("logs") or {}).get(layout.PROBE, 0))
         self.sampler.load_state_dict(rank_state["sampler"])
         self.data_gen.set_state(rank_state["data_gen"].to("cpu"))
         self.noise_gen.set_state(rank_state["noise_gen"].to("cpu"))
@@ -274,6 +347,7 @@ class Trainer:
             drop = torch.rand(self.local_batch, generator=self.drop_gen, device=self.device) < cfg.cond_drop_prob
         cond = self.conditions.batch(idx, drop)
         levels = self.sampler.sample(self.local_batch, device=self.device)
+        sample_weights = self.sampler.loss_weights(levels)  # e.g. importance weights; ones for the curriculum
         noise = torch.randn(x0.shape, generator=self.noise_gen, device=self.device)
         with self.accelerator.autocast():
             raw = self.objective.loss(self.model, x0, levels, noise, cond)
@@ -283,7 +357,7 @@ class Trainer:
         per_sample = raw.float() * weights
         if self.step + 1 in self.fault_steps:  # testing hook, see fault_injection
             per_sample = per_sample * float("nan")
-        loss = per_sample.mean()
+        loss = (per_sample * sample_weights).mean()
         self.accelerator.backward(loss)
         value, finite = self._loss_and_agreement(loss)
         if not finite:
@@ -342,6 +416,7 @@ class Trainer:
                 if self.probe is not None and (self.step % cfg.probe_every == 0 or last):
                     with self._ema_weights() as ema_model:  # the model the run exports
                         log.probe(self.step, self.probe(ema_model))
+                    self.last_probe_step = self.step
                 if cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
                     self.write_samples(self.out / layout.SAMPLES / f"step_{self.step:08d}.png")
                 checkpoint_due = checkpoint_due or bool(cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
@@ -363,8 +438,9 @@ class Trainer:
 
     def _log_record(self, stage: int, unlocked: list[tuple[Any, Any]], steps: int, elapsed: float) -> dict[str, Any]:
         """One metrics.jsonl line: the stage and unlocked range trained at this step, rank 0's mean loss
-        over the window's good steps (null if all were skipped), the run's skipped-step total, the stage
-        changes since the last line with their causes, and what adaptive pacing watches."""
+        over the window's good steps (null if all were skipped), the run's skipped-step total, rank 0's draws
+        and mean loss per cluster since the last line, the stage changes since the last line with their
+        causes, and what adaptive pacing watches."""
         stats = self.sampler.stats(reset=True)
         record: dict[str, Any] = {
             "step": self.step,
@@ -376,6 +452,7 @@ class Trainer:
             "lr": self.lr_scheduler.get_last_lr()[0],
             "images_per_s": steps * self.config.train.batch_size / max(elapsed, 1e-9),
             "cluster_loss": [None if math.isnan(v) else v for v in stats["cluster_loss"]],
+            "cluster_draws": stats["cluster_draws"],
             "stage_changes": [list(t) for t in self.sampler.transitions if t[0] > self.last_log_step],
             "pacing": stats["pacing"],
         }
@@ -443,7 +520,10 @@ def train(config: Config, *, resume: str | None = None, overwrite: bool = False,
     trainer = Trainer(config, resume=resume, overwrite=overwrite, progress=progress)
     # No barrier on the way out: run() ends with one, and after a failure another would only wait
     # (up to train.dist_timeout_s) for a rank that may be dead or stuck.
-    return trainer.run()
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
 
 
 def train_or_resume(config: Config, *, progress: bool = False) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 from ..stats import finite, mean_curve, value_at
 from .results import BASELINE, PER_CLUSTER, Grid, against_baseline, cluster_mean, metric_label
 
-__all__ = ["STYLE", "plot_clusters", "plot_dense", "plot_others", "plot_primary", "plot_ratio"]
+__all__ = ["STYLE", "plot_clusters", "plot_dense", "plot_others", "plot_primary", "plot_ratio", "plot_shares"]
 
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9, "figure.dpi": 110}
 
@@ -211,6 +211,52 @@ def plot_clusters(grid: Grid, key: str, path: Path) -> bool:
     bar = fig.colorbar(ScalarMappable(Normalize(0, max(n - 1, 1)), cmap), ax=axes, shrink=0.9)
     bar.set_label("cluster (0 = least noise)")
     bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.savefig(path)
+    return True
+
+
+def _share_matrix(runs: list, budget: int, n_bins: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Step-bin edges and the share of draws per cluster in each bin (bins x clusters), summed over runs;
+    NaN for a bin without draws. At most as many bins as logged steps; None when no run logged its draws."""
+    rows = [(step, counts) for r in runs for step, counts in r.draws]
+    if not rows:
+        return None
+    n = max(len(c) for _, c in rows)
+    n_bins = min(n_bins, len({step for step, _ in rows}))  # no empty bins between sparse log lines
+    edges = np.linspace(0, max(budget, max(step for step, _ in rows)), n_bins + 1)
+    totals = np.zeros((n_bins, n))
+    for step, counts in rows:
+        b = min(max(int(np.searchsorted(edges, step, side="left")) - 1, 0), n_bins - 1)
+        totals[b, : len(counts)] += counts
+    sums = totals.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return edges, np.where(sums > 0, totals / sums, np.nan)
+
+
+def plot_shares(grid: Grid, path: Path, n_bins: int = 50) -> bool:
+    """Heat map per method and weighting: the share of the draws each cluster received against the step
+    (training draws of every seed's rank 0, in at most ``n_bins`` step bins)."""
+    from matplotlib.ticker import MaxNLocator
+
+    budget = grid.budget or 1
+    panels = [(w, m, d) for w, m, runs in grid.groups() if (d := _share_matrix(list(runs.values()), budget, n_bins))]
+    if not panels:
+        return False
+    vmax = max(float(np.nanmax(d[1])) for _, _, d in panels if np.isfinite(d[1]).any())
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig = _figure(4.3 * cols + 1.0, 2.9 * nrows + 0.3)
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for ax, (w, m, (edges, shares)) in zip(axes.flat, panels, strict=False):
+        n = shares.shape[1]
+        mesh = ax.pcolormesh(edges, np.arange(n + 1) - 0.5, shares.T, cmap="viridis", vmin=0.0, vmax=vmax)
+        ax.set_title(grid.label(w, m), color=grid.color(m))
+        ax.set_xlabel("training step")
+        ax.set_ylabel("cluster (0 = least noise)")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.colorbar(mesh, ax=axes, shrink=0.9).set_label("share of the draws")
     fig.savefig(path)
     return True
 

@@ -7,7 +7,6 @@ means (:func:`cluster_mean`, :func:`against_baseline`); and the number formats t
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ...metrics.directions import LOWER_IS_BETTER
+from ...runs.records import read_json, read_jsonl
 from ..stats import final_value, finite, mean_std
 
 __all__ = [
@@ -37,7 +37,17 @@ __all__ = [
 ]
 
 BASELINE = "none"
-METHOD_ORDER = ("none", "easy_to_hard", "hard_to_easy", "random")
+METHOD_ORDER = (
+    "none",
+    "easy_to_hard",
+    "hard_to_easy",
+    "random",
+    "learning_progress",
+    "speed",
+    "loss_importance",
+    "logit_normal",
+    "matched_marginal",
+)
 METHOD_COLORS = {"none": "#333333", "easy_to_hard": "#d62728", "hard_to_easy": "#1f77b4", "random": "#2ca02c"}
 EXTRA_COLORS = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 WEIGHTING_STYLES = ("-", "--", ":", "-.")
@@ -64,6 +74,8 @@ class Run:
     images_per_s: float | None = None
     probes: list[dict[str, Any]] = field(default_factory=list)  # probe.jsonl: the dense held-out curve
     stage_changes: list[tuple[int, int, str]] = field(default_factory=list)  # (step, new stage, cause)
+    repaired: list[str] = field(default_factory=list)  # its files read without a torn last line, and why
+    draws: list[tuple[int, list[int]]] = field(default_factory=list)  # (step, draws per cluster since the last line)
 
     def probe_curve(self, key: str) -> tuple[list[int], list[float | None]]:
         """Steps and values of one scalar of the held-out probe (the dense curve)."""
@@ -180,35 +192,33 @@ class Grid:
         return [m for m in names if any(v is not None for r in self.runs for v in r.curve(m)[1])]
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; a half-written last line (a killed writer) is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+def _read_jsonl(path: Path, repaired: list[str]) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file (:func:`~...runs.records.read_jsonl`): a torn last line is left out,
+    said on stderr and noted in ``repaired`` (the report names the run); any other bad line stops the
+    report naming the file and line."""
+    log = read_jsonl(path)
+    if log.repaired is not None:
+        repaired.append(log.repaired)
+    return log.records
 
 
 def load_results(out: Path) -> Grid:
     """Read grid.json and every finished run's eval.jsonl and metrics.jsonl under ``out``."""
     out = Path(out)
-    info = json.loads((out / "grid.json").read_text())
+    info = read_json(out / "grid.json", "grid record")
     runs, missing = [], []
     for entry in info.get("runs", []):
         run_dir = out / entry.get("dir", f"runs/{entry['name']}")
         if entry.get("status") != "done":
             missing.append((entry, f"status {entry.get('status', 'unknown')}"))
             continue
-        evals = {int(r["step"]): r for r in _read_jsonl(run_dir / "eval.jsonl") if "step" in r}
+        repaired: list[str] = []
+        evals = {int(r["step"]): r for r in _read_jsonl(run_dir / "eval.jsonl", repaired) if "step" in r}
         if not evals:
             missing.append((entry, "no evaluations in eval.jsonl"))
             continue
-        log = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if "step" in r]
-        probes = {int(r["step"]): r for r in _read_jsonl(run_dir / "probe.jsonl") if "step" in r}
+        log = [r for r in _read_jsonl(run_dir / "metrics.jsonl", repaired) if "step" in r]
+        probes = {int(r["step"]): r for r in _read_jsonl(run_dir / "probe.jsonl", repaired) if "step" in r}
         changes = [tuple(c) for r in log for c in r.get("stage_changes") or []]
         speed = mean_std([r.get("images_per_s") for r in log])[0]
         runs.append(
@@ -224,6 +234,8 @@ def load_results(out: Path) -> Grid:
                 images_per_s=speed,
                 probes=[probes[s] for s in sorted(probes)],
                 stage_changes=[(int(c[0]), int(c[1]), str(c[2])) for c in changes],
+                repaired=repaired,
+                draws=[(int(r["step"]), r["cluster_draws"]) for r in log if isinstance(r.get("cluster_draws"), list)],
             )
         )
     return Grid(out, info, runs, missing)

@@ -13,7 +13,7 @@ import yaml
 
 from ..stats import MIN_SEEDS_FOR_P
 from .document import Block, BulletList, Code, Heading, Image, ImageRow, Para, Table
-from .figures import STYLE, plot_clusters, plot_dense, plot_others, plot_primary, plot_ratio
+from .figures import STYLE, plot_clusters, plot_dense, plot_others, plot_primary, plot_ratio, plot_shares
 from .results import (
     BASELINE,
     PER_CLUSTER,
@@ -96,6 +96,9 @@ def _summary(grid: Grid, v: Verdict | None) -> list[Block]:
     )
     for warning in info.get("warnings", []):
         blocks.append(Para(f"**Warning:** {warning}"))
+    for run in grid.runs:
+        for note in run.repaired:  # a torn last line left out: say so where the numbers are read
+            blocks.append(Para(f"**Repaired:** run `{run.name}`: {note}."))
     return blocks
 
 
@@ -274,6 +277,17 @@ def build_document(grid: Grid, figures: Path) -> list[Block]:
         causes = stage_cause_table(grid)
         if causes is not None:
             blocks += [Para("What triggered each stage change, summed over seeds:"), causes]
+        if plot_shares(grid, figures / "shares.png"):
+            blocks += [
+                Heading(2, "Where the samples went"),
+                Image(
+                    figures / "shares.png",
+                    "The share of the training draws each timestep cluster received (cluster 0 = least noise) "
+                    "against the training step: every seed's draws (rank 0's) summed in up to 50 step bins. The "
+                    "uniform baseline gives each cluster its share of the noise levels throughout; a curriculum's "
+                    "locked clusters get none.",
+                ),
+            ]
         others = [m for m in grid.metrics_present() if m != metric]
         if others:
             plot_others(grid, others, figures / "metrics.png")

@@ -1,0 +1,74 @@
+"""Timestep samplers: who decides which noise levels each batch trains on.
+
+Every sampler implements :class:`~.base.TimestepSampler` (``sample``, ``loss_weights``, ``observe``,
+``stats``, ``state_dict``/``load_state_dict``) over discrete timesteps or continuous noise levels, and
+is registered in :data:`SAMPLERS` by the name that ``curriculum.sampler``, ``compare`` grids and the
+contract tests (tests/contract/) use:
+
+==================== ============================================ ==========================================
+name                 class                                        what
+==================== ============================================ ==========================================
+``curriculum``       :class:`~diffusion_curriculum.CurriculumSampler` the paper's curriculum (Kim et al.,
+                                                                  arXiv 2403.10348); order ``none`` is the
+                                                                  uniform baseline
+``learning_progress`` :class:`LearningProgressSampler`            ours: samples where the loss moves,
+                                                                  uniform at the end
+``speed``            :class:`SpeeD`                               asymmetric sampling and change-aware
+                                                                  weighting (arXiv 2405.17403)
+``loss_importance``  :class:`LossImportance`                      Improved DDPM's importance sampling
+                                                                  (arXiv 2102.09672)
+``logit_normal``     :class:`LogitNormal`                         SD3's logit-normal t (arXiv 2403.03206)
+``matched_marginal`` :class:`MatchedMarginal`                     fixed cluster shares, e.g. a finished
+                                                                  run's time-averaged ones
+==================== ============================================ ==========================================
+
+Like the rest of the core, this package imports only torch, numpy and the core.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from ..errors import UserError
+from ..sampler import CurriculumSampler
+from .base import ClusterSampler, TimestepSampler
+from .learning_progress import LearningProgressSampler
+from .loss_importance import LossImportance
+from .static import LogitNormal, MatchedMarginal, SpeeD, time_averaged_shares
+
+__all__ = [
+    "SAMPLERS",
+    "ClusterSampler",
+    "CurriculumSampler",
+    "LearningProgressSampler",
+    "LogitNormal",
+    "LossImportance",
+    "MatchedMarginal",
+    "SpeeD",
+    "TimestepSampler",
+    "sampler_parameters",
+    "time_averaged_shares",
+]
+
+SAMPLERS: dict[str, type] = {
+    "curriculum": CurriculumSampler,
+    "learning_progress": LearningProgressSampler,
+    "speed": SpeeD,
+    "loss_importance": LossImportance,
+    "logit_normal": LogitNormal,
+    "matched_marginal": MatchedMarginal,
+}
+"""Every timestep sampler by name. The contract tests in tests/contract/ iterate over this registry
+and fail for a name that has no example arguments there."""
+
+# Constructor arguments that describe the noise space or the process, not the sampler's rule.
+_STRUCTURAL = ("self", "clusters", "density", "schedule", "seed", "rank")
+
+
+def sampler_parameters(name: str) -> tuple[str, ...]:
+    """The keyword parameters of sampler ``name``'s rule (its constructor's, without the clusters,
+    noise space, seed and rank); a :class:`~diffusion_curriculum.errors.UserError` for an unknown name."""
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler {name!r}; choose from {tuple(SAMPLERS)}")
+    params = inspect.signature(SAMPLERS[name].__init__).parameters
+    return tuple(p for p in params if p not in _STRUCTURAL)

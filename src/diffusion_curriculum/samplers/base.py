@@ -1,0 +1,414 @@
+"""The timestep-sampler protocol and the machinery its non-curriculum samplers share.
+
+A *timestep sampler* chooses the noise levels of every training batch and may learn from the
+losses it sees. :class:`TimestepSampler` is the protocol every sampler of :data:`SAMPLERS
+<diffusion_curriculum.samplers.SAMPLERS>` implements, the paper's
+:class:`~diffusion_curriculum.CurriculumSampler` included (Kim et al., arXiv 2403.10348):
+
+- ``sample(batch_size, generator=None, device=None, dtype=float32)``: integer timesteps (discrete
+  schedules) or noise levels (EDM sigma, flow time), drawn from the sampler's per-rank generator
+  unless a CPU ``generator`` is given;
+- ``loss_weights(levels)``: the per-sample factor the training loss must be multiplied by (ones for
+  most samplers; importance weights for the ones that keep the uniform objective, a sampler's own
+  loss weighting for SpeeD); computed from the state in which ``levels`` were drawn, i.e. before
+  the ``observe`` of their step;
+- ``observe(per_sample_loss, timesteps)``: the losses of the step (before ``loss_weights``); every
+  rank calls it once per step, and a sampler with learned state reduces what it needs over ranks
+  inside it, so that every rank holds the same state afterwards;
+- ``stats(reset=False)``, ``state_dict()`` / ``load_state_dict()`` (exact resume), and the stage
+  view the trainer logs (``stage``, ``n_stages``, ``unlocked_intervals``, ``transitions``; a
+  sampler without stages is in its only stage with everything unlocked).
+
+:class:`ClusterSampler` is the base of the samplers here. The noise space is tiled by the run's
+clusters (:mod:`~diffusion_curriculum.clustering`); each sampler is a density over the *base
+quantile* u in [0, 1] of a noise level (t / T for DDPM timesteps, whose base density is uniform; the
+training density's CDF for EDM sigma and flow time). Every batch is stratified over allocation
+bins (the clusters, or single timesteps): each bin gets floor or ceil of batch x its probability
+(:func:`~diffusion_curriculum.sampler.stratified_counts`, exactly that in expectation), and within a
+bin the draw follows the sampler's density restricted to it, so the marginal of every draw is the
+sampler's density. The uniform baseline (``CurriculumSampler`` with order ``none``) is stratified
+the same way, so a sampler differs from it in allocation only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ..clustering import cluster_noise_levels, cluster_timesteps, validate_discrete_clusters
+from ..errors import UserError
+from ..sampler import _distributed, _validate_continuous_clusters, rank_seed, stratified_counts
+from ..schedules import ContinuousNoise, DiscreteSchedule
+
+__all__ = ["ClusterSampler", "TimestepSampler", "all_gather_cat", "all_reduce_sum"]
+
+_F64 = torch.float64
+_STATE_FORMAT = 1
+
+
+@runtime_checkable
+class TimestepSampler(Protocol):
+    """What the trainer, the CLI, ``compare`` and the diffusers recipe need from a timestep sampler."""
+
+    clusters: list[tuple[Any, Any]]
+    n_clusters: int
+    T: int | None
+    stage: int
+    n_stages: int
+    transitions: list[tuple[int, int, str | None]]
+
+    @property
+    def unlocked_intervals(self) -> list[tuple[Any, Any]]: ...
+
+    def sample(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor: ...
+
+    def loss_weights(self, levels: Tensor) -> Tensor: ...
+
+    def observe(self, loss: float | Tensor, timesteps: Tensor | None = None) -> bool: ...
+
+    def stats(self, reset: bool = False) -> dict[str, Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def _collective_device() -> torch.device:
+    """Where a collective's tensors must live: the current GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(buf: Tensor) -> Tensor:
+    """``buf`` summed over all ranks (a CPU tensor); ``buf`` itself when not distributed."""
+    if not _distributed():
+        return buf
+    reduced = buf.to(_collective_device())
+    dist.all_reduce(reduced)
+    return reduced.cpu()
+
+
+def all_gather_cat(values: Tensor) -> Tensor:
+    """The 1-D ``values`` of every rank concatenated in rank order (sizes may differ between ranks):
+    every rank gets the same tensor. Without ``torch.distributed``, ``values`` itself."""
+    if not _distributed():
+        return values
+    device = _collective_device()
+    size = torch.tensor([values.numel()], dtype=torch.long, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    counts = [int(s) for s in sizes]
+    padded = torch.zeros(max(counts), dtype=values.dtype, device=device)
+    padded[: values.numel()] = values.to(device)
+    parts = [torch.zeros_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:n].cpu() for p, n in zip(parts, counts, strict=True)])
+
+
+def check_int(name: str, value: Any, low: int) -> int:
+    """``value`` as an int, refused (naming ``name``) unless it is an integer >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_real(name: str, value: Any, low: float, high: float, *, open_low: bool = False) -> float:
+    """``value`` as a float, refused (naming ``name``) unless a finite number in [low, high]
+    (``(low, high]`` with ``open_low``)."""
+    ok = isinstance(value, int | float | np.floating) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value > high or value < low or (open_low and value == low):
+        bracket = "(" if open_low else "["
+        raise UserError(f"{name} must be a finite number in {bracket}{low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+class ClusterSampler:
+    """Base of the samplers that draw every batch stratified over allocation bins of the noise space.
+
+    ``clusters`` are the run's clusters, sorted by noise ascending (cluster 0 the least noisy), as
+    :class:`~diffusion_curriculum.CurriculumSampler` takes them: ``(start, stop)`` timestep intervals
+    tiling 0..T-1, or float intervals tiling ``[density.lo, density.hi]`` together with the
+    ``density`` (the objective's training density). Statistics (draws and mean loss per cluster)
+    are kept per cluster; subclasses give the probability of each allocation bin
+    (:meth:`bin_probs`) and may draw within a bin from their own density (:meth:`_quantiles`),
+    learn from the losses (:meth:`_learn`) and weight the loss (:meth:`loss_weights`).
+
+    Each rank draws from its own generator, seeded from ``(seed, rank)``.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        clusters: Sequence[tuple[float, float]],
+        *,
+        density: ContinuousNoise | None = None,
+        seed: int = 0,
+        rank: int | None = None,
+    ) -> None:
+        self.clusters: list[tuple[Any, Any]] = [tuple(c) for c in clusters]
+        self.density = density
+        if density is None:
+            self.T: int | None = validate_discrete_clusters(self.clusters)
+            self.clusters = [(int(a), int(b)) for a, b in self.clusters]
+            edges = torch.tensor([a for a, _ in self.clusters] + [self.T], dtype=_F64) / self.T
+        else:
+            self.T = None
+            _validate_continuous_clusters(self.clusters, density)
+            edges = density.cdf(torch.tensor([a for a, _ in self.clusters] + [self.clusters[-1][1]], dtype=_F64))
+            edges[0], edges[-1] = 0.0, 1.0
+        self.n_clusters = len(self.clusters)
+        self.cluster_edges = edges  # base quantiles of the cluster boundaries, 0 .. 1
+        self.base_shares = edges[1:] - edges[:-1]  # pi: each cluster's share under the base density
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise UserError(f"seed must be an integer, got {seed!r}")
+        self.seed = int(seed)
+        if rank is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self.rank = check_int("rank", rank, 0)
+        self.generator = torch.Generator().manual_seed(rank_seed(self.seed, self.rank))
+        self.step = 0
+        self.stage, self.n_stages = 1, 1
+        self.transitions: list[tuple[int, int, str | None]] = []
+        self.cluster_draws = torch.zeros(self.n_clusters, dtype=torch.long)
+        self.loss_sum = torch.zeros(self.n_clusters, dtype=_F64)
+        self.loss_count = torch.zeros(self.n_clusters, dtype=torch.long)
+        if self.T is not None:
+            sizes = torch.tensor([b - a for a, b in self.clusters])
+            self._cluster_of_t = torch.repeat_interleave(torch.arange(self.n_clusters), sizes)
+        else:
+            self._inner_edges = torch.tensor([a for a, _ in self.clusters[1:]], dtype=_F64)
+        self._set_bins(per_timestep=False)
+
+    @classmethod
+    def from_schedule(
+        cls,
+        space: DiscreteSchedule | ContinuousNoise,
+        n_clusters: int = 20,
+        *,
+        method: str | None = None,
+        **kwargs: Any,
+    ) -> ClusterSampler:
+        """Cluster a discrete schedule (``method`` default ``"uniform"``) or a continuous density
+        (default ``"quantile"``) and build the sampler on those clusters."""
+        if isinstance(space, DiscreteSchedule):
+            return cls(cluster_timesteps(space, n_clusters, method or "uniform"), **kwargs)
+        return cls(cluster_noise_levels(space, n_clusters, method or "quantile"), density=space, **kwargs)
+
+    # ----- bins ------------------------------------------------------------------------------
+    def _set_bins(self, per_timestep: bool) -> None:
+        """Allocation bins: the clusters, or (discrete only) every timestep alone."""
+        if per_timestep:
+            if self.T is None:
+                raise UserError("per-timestep bins need discrete timesteps")
+            self.bin_edges = torch.arange(self.T + 1, dtype=_F64) / self.T
+            self._bin_cluster = self._cluster_of_t.clone()
+            self._bin_bounds = [(t, t + 1) for t in range(self.T)]
+        else:
+            self.bin_edges = self.cluster_edges
+            self._bin_cluster = torch.arange(self.n_clusters)
+            self._bin_bounds = list(self.clusters)
+        self.bin_shares = self.bin_edges[1:] - self.bin_edges[:-1]
+        lo = torch.tensor([float(a) for a, _ in self._bin_bounds], dtype=_F64)
+        hi = torch.tensor([float(b) for _, b in self._bin_bounds], dtype=_F64)
+        self._bin_lo, self._bin_hi = lo, hi
+
+    def bin_probs(self) -> Tensor:
+        """Each allocation bin's probability for the next draw (float64, sums to 1)."""
+        return self.bin_shares.clone()
+
+    def cluster_probs(self) -> Tensor:
+        """Each cluster's probability for the next draw (float64, sums to 1)."""
+        return torch.zeros(self.n_clusters, dtype=_F64).index_add_(0, self._bin_cluster, self.bin_probs())
+
+    def cluster_of(self, levels: Tensor) -> Tensor:
+        """The cluster index of each level (timestep or noise level)."""
+        x = levels.detach().flatten().cpu()
+        if self.T is not None:
+            return self._cluster_of_t[x.long()]
+        return torch.searchsorted(self._inner_edges, x.to(_F64), right=True)
+
+    def _bin_of(self, levels: Tensor) -> Tensor:
+        """The allocation bin of each level."""
+        if len(self._bin_bounds) == self.n_clusters:
+            return self.cluster_of(levels)
+        return levels.detach().flatten().cpu().long()
+
+    # ----- drawing --------------------------------------------------------------------------
+    def _quantiles(self, bins: Tensor, r: Tensor) -> Tensor:
+        """Base quantiles of the draws, for uniform ``r`` in [0, 1): by default the base density
+        restricted to each bin (uniform in u)."""
+        lo, hi = self.bin_edges[bins], self.bin_edges[bins + 1]
+        return lo + r * (hi - lo)
+
+    def _levels(self, u: Tensor, bins: Tensor, dtype: torch.dtype) -> Tensor:
+        """Noise levels at base quantiles ``u``, each kept inside its bin."""
+        lo, hi = self._bin_lo[bins], self._bin_hi[bins]
+        if self.T is not None:
+            t = torch.floor(u * self.T)
+            return torch.minimum(torch.maximum(t, lo), hi - 1).long()
+        x = self.density.icdf(u)  # the icdf round trip may stray ~1e-12 past a bin's edge
+        return torch.minimum(torch.maximum(x, lo), hi).to(dtype)
+
+    def sample(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """Draw ``batch_size`` timesteps (LongTensor) or noise levels (``dtype``), grouped by bin.
+
+        Draws use the sampler's own per-rank generator (saved in :meth:`state_dict`) unless a CPU
+        ``generator`` is given. The result is moved to ``device``.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+            raise UserError(f"batch_size must be an integer >= 0, got {batch_size!r}")
+        g = self.generator if generator is None else generator
+        offset = float(torch.rand((), generator=g, dtype=_F64))
+        counts = stratified_counts(batch_size * self.bin_probs(), offset)
+        bins = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+        r = torch.rand(batch_size, generator=g, dtype=_F64)
+        levels = self._levels(self._quantiles(bins, r), bins, dtype)
+        self.cluster_draws += torch.bincount(self.cluster_of(levels), minlength=self.n_clusters)
+        return levels if device is None else levels.to(device)
+
+    def loss_weights(self, levels: Tensor) -> Tensor:
+        """Per-sample factors for the training loss (float32, on ``levels``' device): ones here."""
+        return torch.ones(levels.shape, dtype=torch.float32, device=levels.device)
+
+    # ----- learning ---------------------------------------------------------------------------
+    def observe(self, loss: float | Tensor, timesteps: Tensor | None = None) -> bool:
+        """Record one step's per-sample losses (before :meth:`loss_weights`) with their levels.
+
+        Non-finite losses are left out. Every rank must call this once per step. Returns False: these
+        samplers have no stages.
+        """
+        self.step += 1
+        values = levels = None
+        if isinstance(loss, Tensor) and timesteps is not None:
+            values = loss.detach().flatten().cpu().to(_F64)
+            levels = timesteps.detach().flatten().cpu()
+            if levels.numel() != values.numel():
+                raise UserError(f"observe got {values.numel()} per-sample losses but {levels.numel()} timesteps")
+            keep = torch.isfinite(values)
+            values, levels = values[keep], levels[keep]
+            cluster = self.cluster_of(levels)
+            self.loss_sum.index_add_(0, cluster, values)
+            self.loss_count.index_add_(0, cluster, torch.ones_like(cluster))
+        self._learn(values, levels)
+        return False
+
+    def _learn(self, values: Tensor | None, levels: Tensor | None) -> None:
+        """Update the sampler's state from this rank's finite losses and their levels (None when the
+        step gave no per-sample losses); a sampler with state reduces over ranks here."""
+
+    # ----- stages (none) and logging ------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return True
+
+    @property
+    def unlocked(self) -> list[int]:
+        return list(range(self.n_clusters))
+
+    @property
+    def unlocked_intervals(self) -> list[tuple[Any, Any]]:
+        return [(self.clusters[0][0], self.clusters[-1][1])]
+
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        """The step, the draws per cluster and mean loss per cluster since the last ``reset=True``
+        (this rank's), each cluster's probability for the next draw (``cluster_probs``), and the
+        stage view of a sampler without stages."""
+        counts = self.loss_count.clamp(min=1).to(_F64)
+        mean = torch.where(self.loss_count > 0, self.loss_sum / counts, float("nan"))
+        out = {
+            "step": self.step,
+            "stage": self.stage,
+            "n_stages": self.n_stages,
+            "finished": True,
+            "unlocked": self.unlocked,
+            "unlocked_intervals": self.unlocked_intervals,
+            "cluster_draws": self.cluster_draws.tolist(),
+            "cluster_loss": mean.tolist(),
+            "cluster_probs": self.cluster_probs().tolist(),
+            "pacing": None,
+        }
+        if reset:
+            self.cluster_draws.zero_()
+            self.loss_sum.zero_()
+            self.loss_count.zero_()
+        return out
+
+    # ----- exact resume -----------------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        """What a saved state must have been made with (its parameters); compared on load."""
+        return {"clusters": [list(c) for c in self.clusters]}
+
+    def _state(self) -> dict[str, Any]:
+        """The subclass's learned state."""
+        return {}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`_state`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: step, generator, statistics, learned state."""
+        return {
+            "sampler": self.name,
+            "format": _STATE_FORMAT,
+            "config": self._config(),
+            "seed": self.seed,
+            "rank": self.rank,
+            "step": self.step,
+            "generator": self.generator.get_state(),
+            "cluster_draws": self.cluster_draws.clone(),
+            "loss_sum": self.loss_sum.clone(),
+            "loss_count": self.loss_count.clone(),
+            "state": self._state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; refuses a state of another sampler or made with other parameters.
+        A state saved on another rank keeps this rank's fresh ``(seed, rank)`` stream."""
+        if state.get("sampler") != self.name:
+            raise UserError(f"sampler state is of sampler {state.get('sampler')!r}, not {self.name!r}")
+        if state.get("format") != _STATE_FORMAT:
+            raise UserError(f"unsupported sampler state format {state.get('format')!r}")
+        mine = self._config()
+        for key, value in mine.items():
+            if state["config"].get(key) != value:
+                raise UserError(
+                    f"sampler state was saved with {key}={state['config'].get(key)!r}, but this sampler has {value!r}"
+                )
+        self.step = int(state["step"])
+        if int(state["rank"]) == self.rank:
+            self.generator.set_state(state["generator"])
+        self.cluster_draws = state["cluster_draws"].clone()
+        self.loss_sum = state["loss_sum"].clone()
+        self.loss_count = state["loss_count"].clone()
+        self._load(state["state"])
+
+    def __repr__(self) -> str:
+        kind = f"T={self.T}" if self.T is not None else f"density={self.density!r}"
+        params = ", ".join(f"{k}={v!r}" for k, v in self._config().items() if k != "clusters")
+        return f"{type(self).__name__}({self.n_clusters} clusters, {kind}{', ' + params if params else ''})"
