@@ -180,7 +180,8 @@ def test_report_with_enough_seeds_gives_intervals_and_corrected_p(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| `easy_to_hard` | 2.00x ("))
     low, high = (float(x) for x in row.split("(")[1].split(")")[0].split("–"))
     assert low <= 2.0 <= high and "8/8" in row
-    assert "Significant after Holm's correction: `easy_to_hard` (2.00x)" in text
+    assert "by the Wilcoxon test: `easy_to_hard` (2.00x)." in text
+    assert "By the paired t-test on log steps: `easy_to_hard` (2.00x)." in text
     assert "reaches the baseline's 50%-budget held-out denoising loss in 0.50x the steps" in text
     assert "smallest speed-up this grid could detect" in text
 

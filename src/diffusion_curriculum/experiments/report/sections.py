@@ -48,20 +48,27 @@ def _summary(grid: Grid, v: Verdict | None) -> list[Block]:
             )
         )
     else:
-        significant = [c for c in v.comparisons if (c.holm.get("speed_w") or 1.0) < 0.05]
-        if significant:
-            lead = (
-                "Significant after Holm's correction: "
-                + ", ".join(
-                    f"`{c.method}` ({c.speed['speedup']:.2f}x{'' if len(weightings) == 1 else ', ' + c.weighting})"
-                    for c in significant
-                )
-                + "."
+        def named(cs: list) -> str:
+            return ", ".join(
+                f"`{c.method}` ({c.speed['speedup']:.2f}x{'' if len(weightings) == 1 else ', ' + c.weighting})"
+                for c in cs
             )
-        elif min(c.speed["n"] for c in v.comparisons) < MIN_SEEDS_FOR_P:
+
+        if min(c.speed["n"] for c in v.comparisons) < MIN_SEEDS_FOR_P:
             lead = f"No method's speed-up can be called significant: fewer than {MIN_SEEDS_FOR_P} paired seeds."
         else:
-            lead = "No method's speed-up is significant after Holm's correction (p < 0.05)."
+            by_w = [c for c in v.comparisons if (c.holm.get("speed_w") or 1.0) < 0.05]
+            by_t = [c for c in v.comparisons if (c.holm.get("speed_t") or 1.0) < 0.05]
+            lead = (
+                f"Speed-ups significant after Holm's correction (p < 0.05) by the Wilcoxon test: {named(by_w)}."
+                if by_w
+                else "No method's speed-up is significant after Holm's correction (p < 0.05) by the Wilcoxon test"
+                + f" (with {v.comparisons[0].speed['n']} pairs and {v.family} hypotheses its smallest possible "
+                f"corrected p is {min(1.0, v.family * 2.0 ** (1 - v.comparisons[0].speed['n'])):.3g})."
+            )
+            lead += (
+                f" By the paired t-test on log steps: {named(by_t)}." if by_t else " Nor by the paired t-test."
+            )
         blocks.append(Para(lead))
         order = sorted(
             v.comparisons,

@@ -44,6 +44,11 @@ class Verdict:
     comparisons: list[Comparison]
     min_detectable: dict[str, float | None]  # per weighting
 
+    @property
+    def family(self) -> int:
+        """How many p-values each test's Holm correction covers."""
+        return sum(1 for c in self.comparisons for part in ("speed", "final", "mid") if getattr(c, part))
+
 
 def verdict(grid: Grid) -> Verdict | None:
     """The comparisons of ``grid``; None without a dense curve or a budget."""
