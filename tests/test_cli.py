@@ -65,3 +65,21 @@ def test_internal_error_keeps_its_traceback_and_exits_1():
     argv = [sys.executable, "-c", INTERNAL_ERROR, "clusters", "-n", "0"]
     bad_flag = subprocess.run(argv, capture_output=True, text=True)
     assert bad_flag.returncode == 2 and len(bad_flag.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_during_start_up_is_one_line():
+    """A SIGINT while the command is still importing torch and diffusers (``info`` takes seconds to start)
+    ends in one line and exit 130, not a traceback. The package and the CLI module import no torch before
+    main() has installed its handling (checked directly: the timing of the signal alone cannot tell)."""
+    import signal
+    import time
+
+    light = "import sys, diffusion_curriculum, diffusion_curriculum.cli; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", light], check=True, timeout=120)
+
+    proc = subprocess.Popen(["diffusion-curriculum", "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("diffusion-curriculum: interrupted")

@@ -3,38 +3,44 @@
 The core (schedules, clustering, pacing, sampler, samplers, weighting) depends on torch and numpy only.
 """
 
-from .clustering import cluster_noise_levels, cluster_timesteps
-from .pacing import (
-    PACINGS,
-    STAGE_CHANGE_CAUSES,
-    AdaptivePacing,
-    FixedPacing,
-    FunctionPacing,
-    pacing_fraction,
-    shortest_adaptive_stage,
-)
-from .sampler import ORDERS, SIGNALS, CurriculumSampler
-from .samplers import (
-    SAMPLERS,
-    LearningProgressSampler,
-    LogitNormal,
-    LossImportance,
-    MatchedMarginal,
-    SpeeD,
-    TimestepSampler,
-)
-from .schedules import DiscreteSchedule, EDMNoise, FlowMatchingTime
-from .weighting import (
-    P2,
-    TARGETS,
-    WEIGHTINGS,
-    EDMWeighting,
-    MinSNR,
-    SoftMinSNR,
-    Unweighted,
-    make_weighting,
-    target_factor,
-)
+from typing import Any
+
+# Public names and the core module each lives in. They are imported on first use (PEP 562), so that
+# `import diffusion_curriculum` (and the CLI's start-up, where a Ctrl-C must end in one line) does
+# not import torch until something needs it.
+_EXPORTS = {
+    "cluster_noise_levels": "clustering",
+    "cluster_timesteps": "clustering",
+    "PACINGS": "pacing",
+    "STAGE_CHANGE_CAUSES": "pacing",
+    "AdaptivePacing": "pacing",
+    "FixedPacing": "pacing",
+    "FunctionPacing": "pacing",
+    "pacing_fraction": "pacing",
+    "shortest_adaptive_stage": "pacing",
+    "ORDERS": "sampler",
+    "SIGNALS": "sampler",
+    "CurriculumSampler": "sampler",
+    "SAMPLERS": "samplers",
+    "LearningProgressSampler": "samplers",
+    "LogitNormal": "samplers",
+    "LossImportance": "samplers",
+    "MatchedMarginal": "samplers",
+    "SpeeD": "samplers",
+    "TimestepSampler": "samplers",
+    "DiscreteSchedule": "schedules",
+    "EDMNoise": "schedules",
+    "FlowMatchingTime": "schedules",
+    "P2": "weighting",
+    "TARGETS": "weighting",
+    "WEIGHTINGS": "weighting",
+    "EDMWeighting": "weighting",
+    "MinSNR": "weighting",
+    "SoftMinSNR": "weighting",
+    "Unweighted": "weighting",
+    "make_weighting": "weighting",
+    "target_factor": "weighting",
+}
 
 __version__ = "0.1.0"
 
@@ -72,3 +78,17 @@ __all__ = [
     "shortest_adaptive_stage",
     "target_factor",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

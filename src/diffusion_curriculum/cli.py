@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .clustering import CLUSTER_METHODS
 from .errors import UserError
 from .interrupts import handle_stop_signals
 
@@ -41,6 +40,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .clustering import CLUSTER_METHODS  # imports torch: inside main()'s Ctrl-C handling
+
     parser = _Parser(
         prog="diffusion-curriculum",
         description="Denoising-task-difficulty curricula for diffusion models (Kim et al., ICLR 2025).",
@@ -218,6 +219,7 @@ def _config_keys_help() -> str:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
+    from .clustering import CLUSTER_METHODS
     p.add_argument("--config", type=Path, help="YAML config (see configs/); flags below override it")
     p.add_argument(
         "--dataset",
