@@ -133,7 +133,8 @@ def bootstrap_mean_ci(
     that t* distribution scale the sample's standard error (Efron & Tibshirani, "An Introduction to
     the Bootstrap", 1993, ch. 12). Written here rather than taken from scipy.stats.bootstrap because
     its percentile and BCa intervals under-cover at the 5-12 seeds grids have (about 88% for a 95%
-    interval at 8 normal seeds, against 95-96% for this one; measured in tests/test_stats.py).
+    interval at 8 normal seeds in a one-off check of 1,000 synthetic grids, against 95-96% for this one,
+    whose coverage tests/test_stats.py checks).
     Resamples with no spread are left out. None for fewer than 3 values (two seeds have no resamples
     worth the name) or no spread at all."""
     import numpy as np
