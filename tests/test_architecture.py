@@ -14,7 +14,7 @@ import diffusion_curriculum
 
 PACKAGE = Path(diffusion_curriculum.__file__).parent
 NAME = "diffusion_curriculum"
-CORE = {"schedules", "clustering", "pacing", "sampler", "weighting", "errors"}
+CORE = {"schedules", "clustering", "pacing", "sampler", "weighting", "errors", "distributed"}
 TRAINING = {"training", "training.trainer"}
 
 

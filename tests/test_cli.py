@@ -19,7 +19,8 @@ def test_clusters_json_matches_the_library(capsys):
 def test_clusters_table(capsys):
     assert main(["clusters", "-n", "3", "--method", "snr", "--schedule", "cosine"]) == 0
     out = capsys.readouterr().out
-    assert "C_1" in out and "C_3" in out
+    assert "squaredcos_cap_v2 schedule" in out and "cluster 0 = least noise (hardest)" in out
+    assert [line.split()[0] for line in out.splitlines()[2:]] == ["0", "1", "2"]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from diffusion_curriculum.experiments.report import write_report
@@ -73,6 +74,7 @@ def _fabricate(
             for i, (step, v) in enumerate(zip(STEPS, values, strict=True)):
                 losses = [0.5 / (c + 1) / (i + 1) * (1.5 if method == "none" else 1.0) for c in range(4)]
                 record: dict = {"step": step, "heldout_cluster_loss": losses, "n": 50, "seed": 0, "solver": "ddim"}
+                record["extractor"] = "exact" if vectors else EXTRACTOR
                 if nonfinite == (name, step):
                     record["nonfinite_samples"] = 3
                 elif vectors:
@@ -106,6 +108,7 @@ def _fabricate(
     (out / "grid.json").write_text(json.dumps(grid))
 
 
+EXTRACTOR = "digits-0123456789abcdef"  # as evaluation records name the shipped digits classifier
 FID = {
     ("none", 0): [100.0, 50.0, 30.0, 20.0],
     ("none", 1): [110.0, 60.0, 35.0, 22.0],  # target 21, reached by the seed-mean curve at 400
@@ -119,14 +122,17 @@ def test_write_report_end_to_end(tmp_path):
     md, page = write_report(tmp_path)
     assert md == tmp_path / "report.md" and page == tmp_path / "report.html"
     text, doc = md.read_text(), page.read_text()
-    for header in ("final fid (mean ± std)", "speed-up to the baseline's 50%-budget held-out denoising loss (95% CI)",
-                   "Holm p (Wilcoxon; t)", "stage changes by patience", "stage changes by cap"):
+    fid = "fid in digits-classifier features"  # every FID names its feature space
+    for header in (f"final {fid} (mean ± std)", f"Δ {fid} at step 400", "Holm p (Wilcoxon; t)",
+                   "speed-up to the baseline's 50%-budget held-out denoising loss (95% CI)",
+                   "stage changes by patience", "stage changes by cap"):
         assert header in text
+    assert f"the shipped digits classifier's features ({EXTRACTOR})" in text and "fid (" not in text
     # two seeds: a speed-up (2x by construction) but neither an interval nor a p-value
     assert "| `easy_to_hard` | 2.00x (—) | 2/2 | 0 | too few seeds (2) |" in text
     assert "No method's speed-up can be called significant: fewer than 5 paired seeds." in text
-    assert text.index("Speed-up: the dense") < text.index("Primary metric: fid")  # the dense curve comes first
-    assert "(figures/primary.png)" in text and "(runs/easy_to_hard-none-s0/samples/step_00000400.png)" in text
+    assert text.index("Speed-up: the dense") < text.index(f"Primary metric: {fid}")  # the dense curve comes first
+    assert "(figures/primary.png)" in text and "(figures/samples/easy_to_hard-none-s0_step_00000400.png)" in text
     assert "```yaml" in text and "diffusion-curriculum compare quick" in text and "50 samples" in text
     assert "per-timestep view" in text.lower()
     for name in ("dense", "primary", "metrics", "heldout_cluster_loss", "heldout_cluster_loss_ratio"):
@@ -229,3 +235,86 @@ def test_where_the_samples_went_heat_map_from_logged_draws(tmp_path):
 def test_no_share_heat_map_without_logged_draws(tmp_path):
     _fabricate(tmp_path, FID)
     assert "Where the samples went" not in write_report(tmp_path)[0].read_text()
+
+
+# ----- what a newcomer reads first (issue #22) ------------------------------------------------------------------
+def test_report_leads_with_one_plain_sentence_per_method_the_papers_curriculum_first(tmp_path):
+    fid = {**FID, ("hard_to_easy", 0): [120.0, 90.0, 60.0, 40.0], ("hard_to_easy", 1): [130.0, 95.0, 70.0, 42.0]}
+    _fabricate(tmp_path, fid, weightings=("none", "min_snr"))
+    text = write_report(tmp_path)[0].read_text()
+    intro = text.index("Against the uniform baseline (`none`), in plain words:")
+    assert intro < text.index("No method's speed-up") < text.index("## Speed-up")  # before everything else
+    bullets = text[intro:].split("\n\n")[1].splitlines()
+    assert len(bullets) == 4  # two methods x two weightings, one sentence each
+    # the paper's curriculum first, in every weighting, then the others
+    assert [b.split("`")[3] for b in bullets] == ["easy_to_hard", "easy_to_hard", "hard_to_easy", "hard_to_easy"]
+    # final FID at step 400: baseline (20 + 22) / 2 = 21, easy_to_hard (10 + 25) / 2 = 17.5, hard_to_easy 41
+    assert bullets[0] == (
+        "- With `none`, `easy_to_hard` (the paper's curriculum) ended 17% better than the uniform baseline "
+        "(fid in digits-classifier features 17.5 against 21 at step 400) and needed only 0.50x the baseline's steps "
+        "to reach the baseline's 50%-budget held-out denoising loss; too few paired seeds for a p-value (fewer than 5)."
+    )
+    worse = "`hard_to_easy` ended 95% worse than the uniform baseline (fid in digits-classifier features 41 against 21"
+    assert worse in bullets[2]
+
+
+def test_plain_sentence_says_which_differences_are_significant(tmp_path):
+    fid = {(m, s): [100.0 - s, 50.0, 30.0, 20.0 + s] for m in ("none", "easy_to_hard") for s in range(8)}
+    _fabricate(tmp_path, fid)
+    text = write_report(tmp_path)[0].read_text()
+    sentence = next(line for line in text.splitlines() if line.startswith("- `easy_to_hard` (the paper's curriculum)"))
+    # equal FIDs (level), twice as fast: only the speed difference can be significant
+    assert "ended level with the uniform baseline" in sentence and "needed only 0.50x the baseline's steps" in sentence
+    assert "only the speed difference is significant after Holm's correction (paired Wilcoxon p" in sentence
+
+
+def test_ratio_heat_map_is_scaled_to_the_final_step():
+    """Early ratios of 16 (a locked cluster) must not set the colour scale: the final ratios of 1.03-1.17 do."""
+    from diffusion_curriculum.experiments.report.figures import ratio_colour_limit
+
+    early = np.log2(np.array([[16.0, 1 / 16, 16.0], [8.0, 1.0, 0.25]]))
+    final = np.log2(np.array([[1.03, 1.17, 1 / 1.1]]))
+    assert ratio_colour_limit([np.vstack([early, final])]) == pytest.approx(np.log2(1.17))
+    assert ratio_colour_limit([np.vstack([early, np.zeros((1, 3))])]) == 0.02  # a floor: equal is white
+    assert ratio_colour_limit([np.vstack([early, [[np.nan, np.log2(1.05), 0.0]]])]) == pytest.approx(np.log2(1.05))
+
+
+def test_heat_map_caption_gives_the_colour_range(tmp_path):
+    _fabricate(tmp_path, FID)
+    text = write_report(tmp_path)[0].read_text()
+    # easy_to_hard's last-step losses are 1 / 1.5 of the baseline's in every cluster: the scale is 0.667-1.5
+    assert "The colour scale (logarithmic) spans ratios 0.667 to 1.5, the largest at the last evaluated step" in text
+
+
+def test_sample_grids_are_enlarged_with_nearest_neighbour(tmp_path):
+    _fabricate(tmp_path, FID)
+    write_report(tmp_path)
+    small = np.array(Image.open(tmp_path / "runs" / "none-none-s0" / "samples" / "step_00000400.png"))
+    big = np.array(Image.open(tmp_path / "figures" / "samples" / "none-none-s0_step_00000400.png"))
+    factor = -(-512 // small.shape[1])  # 20 pixels across: 26 times, 520 pixels
+    assert big.shape == (20 * factor, 20 * factor)
+    assert np.array_equal(big, np.kron(small, np.ones((factor, factor), dtype=np.uint8)))  # every pixel a square
+
+
+def test_throughput_is_labelled_as_machine_load_and_cpu_time_is_given(tmp_path):
+    _fabricate(tmp_path, FID)
+    info = json.loads((tmp_path / "grid.json").read_text())
+    (tmp_path / "grid.json").write_text(json.dumps({**info, "cpu_s": 5400.0}))
+    text = write_report(tmp_path)[0].read_text()
+    assert "| mean images/s (machine load, not the method) |" in text
+    assert "CPU time 1:30:00 (its process and workers)" in text and "do not measure a method's cost" in text
+
+
+def test_one_cluster_numbering_in_info_and_the_report(tmp_path, capsys):
+    """`info` and the report number clusters alike: 0 is the least noise (the paper's C_1), as the code indexes them."""
+    from diffusion_curriculum.cli import main
+
+    assert main(["info", "--clusters", "4"]) == 0
+    info = capsys.readouterr().out
+    assert "cluster 0 = least noise (hardest) ... cluster 3 = most noise (easiest)" in info
+    rows = info.split("clusters (timesteps;")[1].splitlines()[2:6]
+    assert [r.split()[:3] for r in rows] == [["0", "[0,", "250)"], ["1", "[250,", "500)"], ["2", "[500,", "750)"],
+                                             ["3", "[750,", "1000)"]]
+    _fabricate(tmp_path, FID)
+    text = write_report(tmp_path)[0].read_text()
+    assert "(cluster 0 = least noise)" in text and "(0 = least noise)" in text and "C_1" not in text

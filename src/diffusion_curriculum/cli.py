@@ -19,7 +19,7 @@ from . import __version__
 from .errors import UserError
 from .interrupts import handle_stop_signals
 
-SCHEDULES = ("linear", "cosine", "scaled_linear")
+SCHEDULES = ("linear", "cosine", "scaled_linear", "squaredcos_cap_v2")  # cosine: squaredcos_cap_v2
 
 
 def _positive_int(text: str) -> int:
@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--inception-weights", metavar="PATH", help="standard Inception-v3 FID weights (pt_inception-2015-12-05)"
     )
+    evaluate.add_argument("--json", action="store_true", help="print each record as a JSON line instead of a summary")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     compare = sub.add_parser(
@@ -195,9 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     clusters = sub.add_parser(
         "clusters",
         help="print the timestep clusters of a schedule",
-        description="Print the timestep clusters C_1 (hardest, t near 0) ... C_N (easiest) with their SNR range.",
+        description="Print the timestep clusters of the trainer's DDPM schedule (objective.beta_schedule; cosine "
+        "is squaredcos_cap_v2) with their SNR range: cluster 0 (least noise, t near 0; the hardest) to cluster "
+        "N-1 (most noise; the easiest), the numbering of info, the logs and the report.",
     )
-    clusters.add_argument("--schedule", choices=SCHEDULES, default="linear")
+    clusters.add_argument(
+        "--schedule", choices=SCHEDULES, default="linear", help="objective.beta_schedule (cosine: squaredcos_cap_v2)"
+    )
     clusters.add_argument("--timesteps", "-T", type=_positive_int, default=1000, metavar="T")
     clusters.add_argument("--n-clusters", "-n", type=_positive_int, default=20, metavar="N")
     clusters.add_argument("--method", choices=CLUSTER_METHODS, default="uniform")
@@ -220,6 +225,7 @@ def _config_keys_help() -> str:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     from .clustering import CLUSTER_METHODS
+
     p.add_argument("--config", type=Path, help="YAML config (see configs/); flags below override it")
     p.add_argument(
         "--dataset",
@@ -375,16 +381,20 @@ def _warn_pacing(config) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     config = _resolve_config(args)
-    from .training.trainer import train
+    from .training.trainer import Trainer
 
     _warn_pacing(config)
-    out = train(config, resume=args.resume, overwrite=args.overwrite)
-    if int(os.environ.get("RANK", "0")) == 0:
+    trainer = Trainer(config, resume=args.resume, overwrite=args.overwrite)
+    finished_before = trainer.finished  # a finished run resumed: the trainer has said so, and there is nothing to do
+    try:
+        out = trainer.run()
+    finally:
+        trainer.close()
+    if int(os.environ.get("RANK", "0")) == 0 and not finished_before:
         print(f"run written to {out}")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
-    import torch
     import yaml
 
     from .assembly import build_objective, build_sampler
@@ -396,22 +406,47 @@ def _cmd_info(args: argparse.Namespace) -> None:
     sampler = build_sampler(config, objective, rank=0)
     if config.curriculum.sampler == "curriculum":
         print(f"\npacing: {sampler.pacing!r}, watching the {sampler.signal} signal")
-        start = f"order {sampler.order}, first unlocked: C_{sampler.cluster_order[0] + 1}"
+        start = f"order {sampler.order}, first unlocked: cluster {sampler.cluster_order[0]}"
     else:
         print(f"\nsampler: {sampler!r}")
         start = "share: of the first batch"
     space = objective.noise_space()
     unit = "timesteps" if sampler.T is not None else ("sigma" if objective.name == "edm" else "t")
-    print(f"\nclusters ({unit}; C_1 hardest, C_{sampler.n_clusters} easiest; {start}):")
-    print(f"{'cluster':>7} {'range':>22} {'SNR from':>11} {'to':>11} {'share':>7}")
-    shares = sampler.stats()["cluster_probs"]
-    for i, (a, b) in enumerate(sampler.clusters):
-        if sampler.T is not None:
-            span, hi, lo = f"[{a}, {b})", float(space.snr[a]), float(space.snr[b - 1])
+    print(f"\nclusters ({unit}; {_cluster_numbering(sampler.n_clusters)}; {start}):")
+    _print_clusters(_cluster_rows(space, sampler.clusters), sampler.T is not None, sampler.stats()["cluster_probs"])
+
+
+def _cluster_numbering(n_clusters: int) -> str:
+    """How every command, log and report numbers clusters: by index into the clusters sorted by noise, as the
+    sampler and clustering code index them (the paper's C_1 is cluster 0)."""
+    return f"cluster 0 = least noise (hardest) ... cluster {n_clusters - 1} = most noise (easiest)"
+
+
+def _cluster_rows(space: Any, clusters: list[tuple]) -> list[dict[str, Any]]:
+    """Each cluster's index (0 = least noise), bounds, and SNR at its less and its more noisy end, from the noise
+    space's own ``snr``: the one computation behind ``info`` and ``clusters``."""
+    import torch
+
+    from .schedules import DiscreteSchedule
+
+    rows = []
+    for i, (a, b) in enumerate(clusters):
+        if isinstance(space, DiscreteSchedule):
+            high, low = float(space.snr[a]), float(space.snr[b - 1])
         else:
-            span = f"[{a:.4g}, {b:.4g}]"
-            hi, lo = (float(v) for v in space.snr(torch.tensor([a, b], dtype=torch.float64)))
-        print(f"{'C_' + str(i + 1):>7} {span:>22} {hi:>11.4g} {lo:>11.4g} {shares[i]:>7.3f}")
+            high, low = (float(v) for v in space.snr(torch.tensor([a, b], dtype=torch.float64)))
+        rows.append({"cluster": i, "start": a, "stop": b, "snr_high": high, "snr_low": low})
+    return rows
+
+
+def _print_clusters(rows: list[dict[str, Any]], discrete: bool, shares: list[float] | None = None) -> None:
+    """The cluster table: index, range (half-open for timesteps), SNR range and, for ``info``, each share."""
+    print(f"{'cluster':>7} {'range':>22} {'SNR from':>11} {'to':>11}" + (f" {'share':>7}" if shares else ""))
+    for r in rows:
+        a, b = r["start"], r["stop"]
+        span = f"[{a}, {b})" if discrete else f"[{a:.4g}, {b:.4g}]"
+        share = f" {shares[r['cluster']]:>7.3f}" if shares else ""
+        print(f"{r['cluster']:>7} {span:>22} {r['snr_high']:>11.4g} {r['snr_low']:>11.4g}{share}")
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
@@ -465,9 +500,62 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     )
     records = evaluate_run(args.run, all_checkpoints=args.all_checkpoints, settings=settings)
     for record in records:
-        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items() if k != "checkpoint"}
-        print(json.dumps(shown))
+        if args.json:
+            print(json.dumps({k: v for k, v in record.items() if k != "checkpoint"}))
+        else:
+            print(_eval_summary(record))
     print(f"wrote {args.run / 'eval.jsonl'} and {args.run / 'eval.png'}")
+
+
+_EVAL_NAMES = {
+    "fid": "FID",
+    "kid": "KID",
+    "precision": "precision",
+    "recall": "recall",
+    "density": "density",
+    "coverage": "coverage",
+    "is_analogue": "Inception-score analogue",
+    "class_accuracy": "class accuracy",
+    "nll": "NLL",
+    "sliced_wasserstein": "sliced Wasserstein distance",
+    "mmd": "MMD",
+    "excess_error_mean": "mean excess denoising error",
+}
+
+
+def _eval_summary(record: dict[str, Any]) -> str:
+    """One evaluation record in words: what was sampled, every scalar metric with the feature space the
+    feature-based ones are computed in, and the held-out loss per cluster."""
+    from .evaluation import feature_space
+    from .metrics.directions import lower_is_better
+
+    what = "final model" if record.get("checkpoint") is None else "checkpoint"
+    guidance = record.get("guidance_scale")
+    lines = [
+        f"step {record['step']} ({what}): {record['n']} samples, {record['solver']} in {record['steps']} steps, "
+        f"seed {record['seed']}" + (f", guidance scale {guidance}" if guidance not in (None, 1, 1.0) else "")
+    ]
+    if "nonfinite_samples" in record:
+        lines.append(f"  {record['nonfinite_samples']} samples are NaN or infinite: no metric is meaningful")
+    if isinstance(record.get("fid"), int | float):
+        lines.append(
+            f"  FID {record['fid']:.4g} in {feature_space(record.get('extractor'))}; KID, precision, recall, density "
+            "and coverage are computed in the same features"
+        )
+    for lower in (True, False):
+        spread = f" ± {record['kid_std']:.2g}" if "kid_std" in record else ""
+        scores = [
+            f"{name} {record[key]:.4g}" + (spread if key == "kid" else "")
+            for key, name in _EVAL_NAMES.items()
+            if lower_is_better(key) == lower and isinstance(record.get(key), int | float)
+        ]
+        if scores:
+            lines.append(f"  {'lower' if lower else 'higher'} is better: " + ", ".join(scores))
+    losses = record.get("heldout_cluster_loss")
+    if losses:
+        shown = ", ".join(f"{v:.4g}" for v in losses)
+        lines.append(f"  held-out denoising loss per cluster ({_cluster_numbering(len(losses))}): {shown}")
+    return "\n".join(lines)
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
@@ -499,27 +587,16 @@ def _cmd_clusters(args: argparse.Namespace) -> None:
     from .clustering import cluster_timesteps
     from .schedules import DiscreteSchedule
 
-    schedule = getattr(DiscreteSchedule, args.schedule)(T=args.timesteps)
+    beta_schedule = "squaredcos_cap_v2" if args.schedule == "cosine" else args.schedule
+    schedule = DiscreteSchedule.ddpm(beta_schedule, args.timesteps)
     if args.n_clusters > schedule.T:
         raise UserError(f"--n-clusters {args.n_clusters} exceeds --timesteps {schedule.T}")
-    found = cluster_timesteps(schedule, args.n_clusters, args.method)
-    rows = [
-        {
-            "cluster": i + 1,
-            "start": a,
-            "stop": b,
-            "snr_high": float(schedule.snr[a]),
-            "snr_low": float(schedule.snr[b - 1]),
-        }
-        for i, (a, b) in enumerate(found)
-    ]
+    rows = _cluster_rows(schedule, cluster_timesteps(schedule, args.n_clusters, args.method))
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"{'cluster':>7} {'timesteps':>13} {'SNR from':>11} {'to':>11}")
-    for r in rows:
-        span = f"[{r['start']}, {r['stop']})"
-        print(f"{'C_' + str(r['cluster']):>7} {span:>13} {r['snr_high']:>11.4g} {r['snr_low']:>11.4g}")
+    print(f"clusters (timesteps of the {beta_schedule} schedule, T = {schedule.T}; {_cluster_numbering(len(rows))}):")
+    _print_clusters(rows, discrete=True)
 
 
 _RESUME_HINTS = {

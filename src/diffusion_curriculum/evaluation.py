@@ -23,6 +23,7 @@ from .config import Config
 from .data import DatasetBundle
 from .errors import UserError
 from .metrics.directions import LOWER_IS_BETTER
+from .progress import report
 from .resources import check_fits
 from .runs import checkpoints as ckpt
 from .runs.atomic import write_atomic
@@ -31,7 +32,7 @@ from .runs.loading import TrainedRun, load_trained
 from .runs.lock import folder_lock
 from .sampling import SamplingSettings, sample_decoded
 
-__all__ = ["EvalSettings", "HeldoutProbe", "evaluate_run", "heldout_cluster_losses"]
+__all__ = ["EvalSettings", "HeldoutProbe", "evaluate_run", "feature_space", "heldout_cluster_losses"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,21 @@ class EvalSettings:
     guidance_scale: float | None = None  # None: the run's sample.guidance_scale
     inception_weights: str | None = None
     progress: bool = True
+
+
+def feature_space(extractor: str | None, *, short: bool = False) -> str:
+    """The feature space an evaluation's FID, KID and precision/recall were computed in, in words, from the
+    ``extractor`` its eval.jsonl record names (``digits-<sha>``, ``mnist5k-<sha>``, ``inception-<sha>`` or
+    ``exact``). A FID in a shipped digit classifier's features is not one in Inception-v3's, so every FID shown
+    says which it is; ``short`` leaves out the weights' hash (for figure labels)."""
+    if not extractor:
+        return "an unrecorded feature space"
+    if extractor == "exact":
+        return "no feature space (exact metrics of vector data)"
+    if extractor.startswith("inception-"):
+        return "Inception-v3 features" if short else f"Inception-v3 pool3 features (weights {extractor})"
+    name = extractor.rsplit("-", 1)[0]
+    return f"{name}-classifier features" if short else f"the shipped {name} classifier's features ({extractor})"
 
 
 class _Extractor:
@@ -164,7 +180,8 @@ def _evaluate_run(run: Path, all_checkpoints: bool, settings: EvalSettings) -> l
         reference = _reference_features(config, data, extractor)
     records = []
     targets = _targets(run, all_checkpoints)
-    for target in tqdm(targets, desc="evaluate", disable=len(targets) < 2 or not settings.progress):
+    for i, target in enumerate(tqdm(targets, desc="evaluate", disable=len(targets) < 2 or not settings.progress)):
+        report("evaluate", i, len(targets))  # the grid's progress lines (:mod:`.progress`)
         trained = load_trained(run, target)
         check_fits("--n", settings.n, trained.data_shape, device, copies=3)
         model, objective = trained.model.to(device), trained.objective
@@ -210,6 +227,7 @@ def _evaluate_run(run: Path, all_checkpoints: bool, settings: EvalSettings) -> l
             extractor=extractor.identity if extractor is not None else "exact",
         )
         records.append(record)
+    report("evaluate", len(targets), len(targets))
     records.sort(key=lambda r: r["step"])
     _write_jsonl(run / "eval.jsonl", records)
     plot_eval(records, run / "eval.png", title=run.name)

@@ -29,7 +29,6 @@ import math
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler
 from torch import Tensor
 
 from .errors import UserError
@@ -141,16 +140,24 @@ class DDPMObjective(Objective):
         self.sigma_data = _check_sigma_data(sigma_data)
         self.num_train_timesteps = int(num_train_timesteps)
         self.beta_schedule = beta_schedule
-        try:
-            self.scheduler = DDPMScheduler(
+        self.schedule = DiscreteSchedule.ddpm(beta_schedule, self.num_train_timesteps)
+        self._scheduler: Any = None
+
+    @property
+    def scheduler(self) -> Any:
+        """diffusers' ``DDPMScheduler`` of this schedule, built on first use: importing diffusers takes about a
+        second, and what needs only the schedule (``info``, clustering) does without it. Its ``alphas_cumprod``
+        are :attr:`schedule`'s (:meth:`~.schedules.DiscreteSchedule.ddpm` computes them as diffusers does)."""
+        if self._scheduler is None:
+            from diffusers import DDPMScheduler
+
+            self._scheduler = DDPMScheduler(
                 num_train_timesteps=self.num_train_timesteps,
-                beta_schedule=beta_schedule,
-                prediction_type=_PREDICTION_TYPES[name],
+                beta_schedule=self.beta_schedule,
+                prediction_type=_PREDICTION_TYPES[self.name],
                 clip_sample=False,
             )
-        except NotImplementedError as exc:
-            raise UserError(f"unknown beta_schedule {beta_schedule!r} for diffusers' DDPMScheduler") from exc
-        self.schedule = DiscreteSchedule.from_alphas_cumprod(self.scheduler.alphas_cumprod)
+        return self._scheduler
 
     def noise_space(self) -> DiscreteSchedule:
         """The scheduler's discrete schedule (timesteps 0..T-1)."""

@@ -35,11 +35,12 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .clustering import cluster_noise_levels, cluster_timesteps, validate_discrete_clusters
+from .distributed import all_reduce_sum
 from .errors import UserError
 from .pacing import Pacing
 from .schedules import ContinuousNoise, DiscreteSchedule
 
-__all__ = ["ORDERS", "SIGNALS", "CurriculumSampler", "rank_seed", "stratified_counts"]
+__all__ = ["ORDERS", "SIGNALS", "CurriculumSampler", "draw_seed", "pending_error", "rank_seed", "stratified_counts"]
 
 ORDERS = ("easy_to_hard", "hard_to_easy", "random", "none")
 SIGNALS = ("geomean", "newest", "mean")
@@ -53,7 +54,9 @@ SIGNALS = ("geomean", "newest", "mean")
 - ``mean``: the mean over the batch, the paper's "training loss".
 
 Without per-sample timesteps the scalar loss given is watched as it is."""
-_STATE_FORMAT = 2  # 1: transitions were (step, stage), AdaptivePacing's EMA was not bias-corrected
+_STATE_FORMAT = 3
+# 1: transitions were (step, stage), AdaptivePacing's EMA was not bias-corrected. 2: a per-rank
+# generator state and this rank's statistics. 3: draws seeded by draw_seed, statistics over all ranks.
 
 
 def stratified_counts(quotas: Tensor, offset: float) -> Tensor:
@@ -84,8 +87,20 @@ def rank_seed(seed: int, rank: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, dtype=np.uint64)[0])
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+def draw_seed(seed: int, rank: int, index: int) -> int:
+    """The seed of a sampler's ``index``-th draw on ``rank``: a counter-based stream, so that a
+    sampler's randomness is the counter alone, the same number on every rank, and one saved state
+    resumes every rank's stream (see :mod:`~diffusion_curriculum.distributed`)."""
+    entropy = [int(seed), int(rank), int(index)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
+
+
+def pending_error() -> UserError:
+    """The refusal of a sampler state asked for between the micro-batches of an accumulated step."""
+    return UserError(
+        "sampler state asked for between micro-batches (observe(..., sync=False) without the "
+        "sync=True that ends the step); save after the optimizer step"
+    )
 
 
 class CurriculumSampler:
@@ -118,9 +133,11 @@ class CurriculumSampler:
     ``cause`` (None for a pacing without one), and the pacing's ``signal_state()``, when it has one,
     after every step in :meth:`stats` (``"pacing"``).
 
-    Each rank draws from its own generator, seeded from ``(seed, rank)``; under
-    ``torch.distributed`` :meth:`observe` sums the losses per cluster over all ranks, so that every
-    rank takes the same stage decision at the same step.
+    Each rank draws its own timesteps: the k-th call of :meth:`sample` uses a generator seeded from
+    ``(seed, rank, k)`` (:func:`draw_seed`). Under ``torch.distributed`` :meth:`observe` sums the
+    losses and draws per cluster over all ranks (one all-reduce), so that every rank takes the same
+    stage decision at the same step and holds the same state, statistics included: the state one
+    rank saves resumes every rank.
     """
 
     def __init__(
@@ -172,14 +189,16 @@ class CurriculumSampler:
         if isinstance(rank, bool) or not isinstance(rank, int | np.integer) or rank < 0:
             raise UserError(f"rank must be an integer >= 0, got {rank!r}")
         self.rank = int(rank)
-        self.generator = torch.Generator().manual_seed(rank_seed(self.seed, self.rank))
+        self.draws = 0  # calls of sample() that used the sampler's own stream
         self.stage = 1
         self.step = 0
         # (step after which it advanced, new stage, cause)
         self.transitions: list[tuple[int, int, str | None]] = []
         self.pacing_snapshot: dict[str, Any] | None = None  # the pacing's signal_state() after the last step
         n_bins = self.T if self.T is not None else self.n_clusters
-        self.draw_counts = torch.zeros(n_bins, dtype=torch.long)
+        self.draw_counts = torch.zeros(n_bins, dtype=torch.long)  # all ranks' (this rank's since observe)
+        self._unsynced_draws = torch.zeros(n_bins, dtype=torch.long)  # this rank's since the last observe
+        self._pending: Tensor | None = None  # pooled sums of an accumulated step's micro-batches so far
         self.loss_sum = torch.zeros(self.n_clusters, dtype=torch.float64)
         self.loss_count = torch.zeros(self.n_clusters, dtype=torch.long)
         if self.T is not None:
@@ -285,12 +304,16 @@ class CurriculumSampler:
     ) -> Tensor:
         """Draw ``batch_size`` timesteps (LongTensor) or noise levels (``dtype``).
 
-        Draws use the sampler's own per-rank generator (saved in :meth:`state_dict`) unless
-        a CPU ``generator`` is given. The result is moved to ``device``.
+        Draws use the sampler's own stream (:func:`draw_seed` of its seed, rank and draw counter,
+        which :meth:`state_dict` saves) unless a CPU ``generator`` is given. The result is moved
+        to ``device``.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
             raise UserError(f"batch_size must be an integer >= 0, got {batch_size!r}")
-        g = self.generator if generator is None else generator
+        g = generator
+        if g is None:
+            g = torch.Generator().manual_seed(draw_seed(self.seed, self.rank, self.draws))
+            self.draws += 1
         offset = float(torch.rand((), generator=g, dtype=torch.float64))
         counts = stratified_counts(self._quotas(batch_size), offset)
         j = torch.repeat_interleave(torch.arange(counts.numel()), counts)  # unlocked-cluster slot of each draw
@@ -298,12 +321,14 @@ class CurriculumSampler:
         if self.T is not None:
             within = torch.minimum((u * self._sizes[j]).long(), self._sizes[j] - 1)
             out = self._starts[j] + within
-            self.draw_counts += torch.bincount(out, minlength=self.T)
+            drawn = torch.bincount(out, minlength=self.T)
         else:
             x = self.density.icdf(self._cdf_lo[j] + u * self._mass[j])
             x = torch.minimum(torch.maximum(x, self._x_lo[j]), self._x_hi[j])
-            self.draw_counts += torch.bincount(self._unlocked_idx[j], minlength=self.n_clusters)
+            drawn = torch.bincount(self._unlocked_idx[j], minlength=self.n_clusters)
             out = x.to(dtype)
+        self.draw_counts += drawn
+        self._unsynced_draws += drawn
         return out if device is None else out.to(device)
 
     def loss_weights(self, levels: Tensor) -> Tensor:
@@ -311,35 +336,41 @@ class CurriculumSampler:
         curriculum changes which levels are drawn, not how their losses count."""
         return torch.ones(levels.shape, dtype=torch.float32, device=levels.device)
 
-    def observe(self, loss: float | Tensor, timesteps: Tensor | None = None) -> bool:
+    def observe(self, loss: float | Tensor, timesteps: Tensor | None = None, *, sync: bool = True) -> bool:
         """Feed this step's training loss (scalar or per-sample) to the pacing rule.
 
         With per-sample losses and their ``timesteps`` the pacing watches the :data:`SIGNALS`
         named by ``signal``, and the mean loss per cluster is recorded for :meth:`stats`; otherwise
-        it watches the mean loss. Under ``torch.distributed`` the sums per cluster are taken over
-        all ranks (one all-reduce). Returns True when the stage advanced at this step.
+        it watches the mean loss. Under ``torch.distributed`` the sums per cluster, and the draws
+        since the last step, are taken over all ranks (one all-reduce). Returns True when the stage
+        advanced at this step.
+
+        Gradient accumulation: give each micro-batch with ``sync=False`` and the last one of the
+        optimizer step with ``sync=True`` (with Accelerate, ``sync=accelerator.sync_gradients``):
+        the micro-batches are pooled and the pacing takes one step per optimizer step, exactly as if
+        the step's micro-batches had been one batch.
         """
-        sums = torch.zeros(self.n_clusters, dtype=torch.float64)
-        counts = torch.zeros(self.n_clusters, dtype=torch.float64)
+        n = self.n_clusters
+        buf = torch.zeros(2 * n + 2, dtype=torch.float64)  # per-cluster sums and counts, total, count
         if isinstance(loss, Tensor):
             flat = loss.detach().flatten()
-            total, count = flat.sum(), flat.numel()
-            if timesteps is not None and count > 1:
-                self._cluster_sums(flat, timesteps, sums, counts)
+            if timesteps is not None and flat.numel() > 1:
+                self._cluster_sums(flat, timesteps, buf[:n], buf[n : 2 * n])
+            buf[-2], buf[-1] = float(flat.to(torch.float64).sum()), flat.numel()
         else:
-            total, count = torch.tensor(float(loss), dtype=torch.float64), 1
-        totals = torch.stack([torch.as_tensor(total, dtype=torch.float64).cpu(), torch.tensor(float(count))])
-        buf = torch.cat([sums, counts, totals])
-        if _distributed():
-            device = (
-                torch.device("cuda", torch.cuda.current_device())
-                if dist.get_backend() == "nccl"
-                else torch.device("cpu")
-            )
-            reduced = buf.to(device)
-            dist.all_reduce(reduced)
-            buf = reduced.cpu()
-        n = self.n_clusters
+            buf[-2], buf[-1] = float(loss), 1
+        if self._pending is not None:
+            buf += self._pending
+        if not sync:
+            self._pending = buf
+            return False
+        self._pending = None
+        reduced = all_reduce_sum(torch.cat([buf, self._unsynced_draws.to(torch.float64)]))
+        buf = reduced[: 2 * n + 2]
+        self.draw_counts += reduced[2 * n + 2 :].round().long() - self._unsynced_draws  # the other ranks'
+        self._unsynced_draws.zero_()
+        self.loss_sum += buf[:n]
+        self.loss_count += buf[n : 2 * n].round().long()
         self.step += 1
         self.pacing_snapshot = None
         if self.finished:
@@ -370,7 +401,7 @@ class CurriculumSampler:
         return float(means.log().mean().exp())
 
     def _cluster_sums(self, flat: Tensor, timesteps: Tensor, sums: Tensor, counts: Tensor) -> None:
-        """Add this rank's per-cluster loss sums and counts to ``sums``/``counts`` and to the statistics."""
+        """Add this rank's per-cluster loss sums and counts to ``sums``/``counts``."""
         t = timesteps.detach().flatten().cpu()
         if t.numel() != flat.numel():
             raise UserError(f"observe got {flat.numel()} per-sample losses but {t.numel()} timesteps")
@@ -381,8 +412,6 @@ class CurriculumSampler:
         values = flat.cpu().to(torch.float64)
         sums.index_add_(0, cluster, values)
         counts.index_add_(0, cluster, torch.ones_like(values))
-        self.loss_sum += sums
-        self.loss_count += counts.long()
 
     # ----- logging ------------------------------------------------------------------------
     def stats(self, reset: bool = False) -> dict[str, Any]:
@@ -391,8 +420,9 @@ class CurriculumSampler:
         signal, best and counter, taken before any reset; None when the pacing did not update).
 
         The histogram is per timestep (discrete) or per cluster (continuous), ``cluster_draws`` the
-        same per cluster; counts and losses accumulate since the last ``reset=True`` call and are this
-        rank's own. ``cluster_probs`` is each cluster's probability for the next draw.
+        same per cluster; counts and losses accumulate since the last ``reset=True`` call, over all
+        ranks (plus this rank's draws since its last :meth:`observe`). ``cluster_probs`` is each
+        cluster's probability for the next draw.
         """
         counts = self.loss_count.clamp(min=1).to(torch.float64)
         mean = torch.where(self.loss_count > 0, self.loss_sum / counts, float("nan"))
@@ -416,13 +446,17 @@ class CurriculumSampler:
         }
         if reset:
             self.draw_counts.zero_()
+            self._unsynced_draws.zero_()
             self.loss_sum.zero_()
             self.loss_count.zero_()
         return out
 
     # ----- exact resume -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: stage, step, pacing, generator, statistics."""
+        """Everything needed to continue exactly: stage, step, pacing, draw counter, statistics. It is
+        the same on every rank after :meth:`observe`, so any one rank's restores all of them."""
+        if self._pending is not None:
+            raise pending_error()
         return {
             "format": _STATE_FORMAT,
             "clusters": [list(c) for c in self.clusters],
@@ -430,12 +464,11 @@ class CurriculumSampler:
             "cumulative": self.cumulative,
             "cluster_order": list(self.cluster_order),
             "seed": self.seed,
-            "rank": self.rank,
             "stage": self.stage,
             "step": self.step,
+            "draws": self.draws,
             "transitions": [list(t) for t in self.transitions],
             "pacing_snapshot": self.pacing_snapshot,
-            "generator": self.generator.get_state(),
             "pacing": None if self.pacing is None else self.pacing.state_dict(),
             "draw_counts": self.draw_counts.clone(),
             "loss_sum": self.loss_sum.clone(),
@@ -443,11 +476,14 @@ class CurriculumSampler:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; refuses a state made for other clusters or order. A state of
-        format 1 (before stage changes had a cause) loads with cause None for its stage changes."""
+        """Restore :meth:`state_dict` on any rank; refuses a state made for other clusters or order.
+
+        States of earlier formats load: format 1 (before stage changes had a cause) with cause None;
+        formats 1 and 2 (a per-rank generator) continue with the stream of draw index ``step``, as
+        the generator they saved is not this version's."""
         if "sampler" in state:  # another timestep sampler's (diffusion_curriculum.samplers)
             raise UserError(f"sampler state is of sampler {state['sampler']!r}, not 'curriculum'")
-        if state.get("format") not in (1, _STATE_FORMAT):
+        if state.get("format") not in (1, 2, _STATE_FORMAT):
             raise UserError(f"unsupported sampler state format {state.get('format')!r}")
         for key, mine in (
             ("clusters", [list(c) for c in self.clusters]),
@@ -461,16 +497,17 @@ class CurriculumSampler:
             raise UserError(f"sampler state has stage {state['stage']} outside 1..{self.n_stages}")
         self.stage = int(state["stage"])
         self.step = int(state["step"])
+        self.seed = int(state["seed"])  # the stream continues from the saved seed and counter
+        self.draws = int(state.get("draws", self.step))
         self.transitions = [(int(t[0]), int(t[1]), t[2] if len(t) > 2 else None) for t in state["transitions"]]
         self.pacing_snapshot = state.get("pacing_snapshot")
-        if int(state["rank"]) == self.rank:
-            self.generator.set_state(state["generator"])
-        # else: a resume on another number of ranks keeps this rank's fresh (seed, rank) stream.
         if self.pacing is not None and state["pacing"] is not None:
             self.pacing.load_state_dict(state["pacing"])
         self.draw_counts = state["draw_counts"].clone()
         self.loss_sum = state["loss_sum"].clone()
         self.loss_count = state["loss_count"].clone()
+        self._unsynced_draws.zero_()
+        self._pending = None
         self._refresh()
 
     def __repr__(self) -> str:

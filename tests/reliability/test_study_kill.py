@@ -36,7 +36,7 @@ def _alive(pid: int) -> bool:
 
 def _numbers(out: Path) -> list[dict]:
     rows = [json.loads(line) for line in (out / "study.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("wall_s", "runs_wall_s")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("wall_s", "cpu_s", "runs_wall_s")} for r in rows]
 
 
 def test_killed_study_leaves_no_workers_and_resumes_to_the_same_numbers(tmp_path, cache):

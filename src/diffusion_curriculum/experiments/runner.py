@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from ..assembly import build_objective, build_sampler, check_pacing
 from ..jobs import check_claim, claim_folder, imap_jobs, mark_done
 from ..metrics.directions import lower_is_better
+from ..progress import PROGRESS_DIR, JobPlan, ProgressBoard, reporting
 from ..runs import checkpoints as ckpt
 from ..runs.atomic import write_atomic
 from ..runs.lock import folder_lock
@@ -30,7 +30,7 @@ __all__ = ["run_grid"]
 
 DONE = "done.json"
 # What a grid writes into its folder besides grid.yaml and runs/ (--overwrite deletes exactly these).
-GRID_OUTPUTS = ("grid.json", "report.md", "report.html", "figures")
+GRID_OUTPUTS = ("grid.json", "report.md", "report.html", "figures", PROGRESS_DIR)
 
 
 def _versions() -> dict[str, str]:
@@ -80,9 +80,12 @@ def run_one(grid_file: str, spec_name: str, out: str, threads: int, quiet: bool 
         return read_json(done, "record of a finished run (delete it to evaluate the run again)")
     config = grid.run_config(spec, run_dir)
     start = time.perf_counter()
-    train_or_resume(config, progress=not quiet)
-    settings = EvalSettings(n=grid.eval_n, seed=0, steps=grid.eval_steps, solver=grid.eval_solver, progress=not quiet)
-    evaluate_run(run_dir, all_checkpoints=True, settings=settings)
+    with reporting(Path(out) / PROGRESS_DIR / f"{spec.name}.json"):
+        train_or_resume(config, progress=not quiet)
+        settings = EvalSettings(
+            n=grid.eval_n, seed=0, steps=grid.eval_steps, solver=grid.eval_solver, progress=not quiet
+        )
+        evaluate_run(run_dir, all_checkpoints=True, settings=settings)
     record = {
         "name": spec.name,
         "method": spec.method,
@@ -97,6 +100,16 @@ def run_one(grid_file: str, spec_name: str, out: str, threads: int, quiet: bool 
     # The curve is in eval.jsonl now; keep only the newest checkpoint (enough to extend the run).
     ckpt.prune(run_dir / "checkpoints", keep=1)
     return record
+
+
+def _plan(grid: GridConfig, name: str, batch_size: int) -> JobPlan:
+    """A run's work for the progress board: its training steps, then one evaluation per checkpoint (every
+    ``eval.every`` steps and the last). Until one has been timed, an evaluation is taken to cost what sampling
+    ``eval.n`` images in ``eval.steps`` forward passes does against a training step's forward and backward
+    pass (about three forward passes) of ``batch_size`` items."""
+    evaluations = grid.budget // grid.eval_every + (grid.budget % grid.eval_every > 0)
+    cost = grid.eval_n * grid.eval_steps / (3 * batch_size)
+    return JobPlan(name, (("train", grid.budget), ("evaluate", evaluations)), (("evaluate", cost),))
 
 
 def _run_one_star(args: tuple) -> dict[str, Any]:
@@ -132,23 +145,21 @@ def _run_grid(grid: GridConfig, grid_file: Path, out: Path, workers: int | None,
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     metric, lower = _primary_metric(grid)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    wall_start = time.perf_counter()
     records: dict[str, dict] = {}
     done_before = {s.name for s in specs if (out / "runs" / s.name / DONE).is_file()}
-    bar = tqdm(total=len(specs), initial=len(done_before), desc=f"grid {grid.name}", unit="run")
-    bar.write(f"{len(specs)} runs ({len(done_before)} already done), {n_workers} worker(s) x {threads} thread(s)")
+    base_config = grid.run_config(specs[0], out / "runs" / specs[0].name)
+    plans = [_plan(grid, s.name, batch_size=base_config.train.batch_size) for s in specs]
+    board = ProgressBoard(f"grid {grid.name}", out / PROGRESS_DIR, plans, done_before, n_workers)
     # Runs that read another run's results (matched_marginal from a method of the grid) go in a second round.
     rounds = [[s for s in specs if not s.after], [s for s in specs if s.after]]
-    try:
+    with board:
+        board.note(f"{len(specs)} runs ({len(done_before)} already done), {n_workers} worker(s) x {threads} thread(s)")
         for round_specs in rounds:
             jobs = [(str(out / "grid.yaml"), s.name, str(out), threads) for s in round_specs]
             for record in imap_jobs(_run_one_star, jobs, n_workers):
                 records[record["name"]] = record
                 if record["name"] not in done_before:
-                    bar.update(1)
-                    bar.write(f"done {record['name']} ({record['wall_s']:.0f} s)")
-    finally:
-        bar.close()
+                    board.finished(record["name"], f"done {record['name']} ({record['wall_s']:.0f} s)")
     meta = {
         "name": grid.name,
         "primary_metric": metric,
@@ -165,13 +176,14 @@ def _run_grid(grid: GridConfig, grid_file: Path, out: Path, workers: int | None,
             "solver": grid.eval_solver,
             "seed": 0,
         },
-        "base_config": grid.run_config(specs[0], out / "runs" / specs[0].name).to_dict(),
+        "base_config": base_config.to_dict(),
         "grid_config": yaml.safe_load((out / "grid.yaml").read_text()),
         "versions": _versions(),
         "machine": _machine(),
         "started": started,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(time.perf_counter() - wall_start, 1),
+        "wall_s": round(board.wall_s, 1),
+        "cpu_s": round(board.cpu_s, 1),
         "command": command or " ".join(sys.argv),
     }
     write_atomic(out / "grid.json", json.dumps(meta, indent=1))

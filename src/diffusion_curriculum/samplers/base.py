@@ -6,16 +6,20 @@ losses it sees. :class:`TimestepSampler` is the protocol every sampler of :data:
 :class:`~diffusion_curriculum.CurriculumSampler` included (Kim et al., arXiv 2403.10348):
 
 - ``sample(batch_size, generator=None, device=None, dtype=float32)``: integer timesteps (discrete
-  schedules) or noise levels (EDM sigma, flow time), drawn from the sampler's per-rank generator
-  unless a CPU ``generator`` is given;
+  schedules) or noise levels (EDM sigma, flow time), drawn from the sampler's own stream (a
+  generator seeded from ``(seed, rank, draw index)``) unless a CPU ``generator`` is given;
 - ``loss_weights(levels)``: the per-sample factor the training loss must be multiplied by (ones for
   most samplers; importance weights for the ones that keep the uniform objective, a sampler's own
   loss weighting for SpeeD); computed from the state in which ``levels`` were drawn, i.e. before
   the ``observe`` of their step;
-- ``observe(per_sample_loss, timesteps)``: the losses of the step (before ``loss_weights``); every
-  rank calls it once per step, and a sampler with learned state reduces what it needs over ranks
-  inside it, so that every rank holds the same state afterwards;
-- ``stats(reset=False)``, ``state_dict()`` / ``load_state_dict()`` (exact resume), and the stage
+- ``observe(per_sample_loss, timesteps, sync=True)``: the losses of the step (before
+  ``loss_weights``); every rank calls it once per step, and the sampler reduces what it needs over
+  ranks inside it, so that every rank holds the same state afterwards, statistics included. Under
+  gradient accumulation each micro-batch is given with ``sync=False`` and the step's last with
+  ``sync=True``: the sampler learns once per optimizer step, from all of the step's losses;
+- ``stats(reset=False)``, ``state_dict()`` / ``load_state_dict()`` (exact resume; the state is the
+  same on every rank, so the one file Accelerate's ``save_state`` writes from the main process
+  resumes every rank, see :mod:`~diffusion_curriculum.distributed`), and the stage
   view the trainer logs (``stage``, ``n_stages``, ``unlocked_intervals``, ``transitions``; a
   sampler without stages is in its only stage with everything unlocked).
 
@@ -42,14 +46,15 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..clustering import cluster_noise_levels, cluster_timesteps, validate_discrete_clusters
+from ..distributed import all_reduce_sum
 from ..errors import UserError
-from ..sampler import _distributed, _validate_continuous_clusters, rank_seed, stratified_counts
+from ..sampler import _validate_continuous_clusters, draw_seed, pending_error, stratified_counts
 from ..schedules import ContinuousNoise, DiscreteSchedule
 
-__all__ = ["ClusterSampler", "TimestepSampler", "all_gather_cat", "all_reduce_sum"]
+__all__ = ["ClusterSampler", "TimestepSampler"]
 
 _F64 = torch.float64
-_STATE_FORMAT = 1
+_STATE_FORMAT = 2  # 1: a per-rank generator state and this rank's statistics
 
 
 @runtime_checkable
@@ -76,46 +81,13 @@ class TimestepSampler(Protocol):
 
     def loss_weights(self, levels: Tensor) -> Tensor: ...
 
-    def observe(self, loss: float | Tensor, timesteps: Tensor | None = None) -> bool: ...
+    def observe(self, loss: float | Tensor, timesteps: Tensor | None = None, *, sync: bool = True) -> bool: ...
 
     def stats(self, reset: bool = False) -> dict[str, Any]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-def _collective_device() -> torch.device:
-    """Where a collective's tensors must live: the current GPU under NCCL, else the CPU."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def all_reduce_sum(buf: Tensor) -> Tensor:
-    """``buf`` summed over all ranks (a CPU tensor); ``buf`` itself when not distributed."""
-    if not _distributed():
-        return buf
-    reduced = buf.to(_collective_device())
-    dist.all_reduce(reduced)
-    return reduced.cpu()
-
-
-def all_gather_cat(values: Tensor) -> Tensor:
-    """The 1-D ``values`` of every rank concatenated in rank order (sizes may differ between ranks):
-    every rank gets the same tensor. Without ``torch.distributed``, ``values`` itself."""
-    if not _distributed():
-        return values
-    device = _collective_device()
-    size = torch.tensor([values.numel()], dtype=torch.long, device=device)
-    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    counts = [int(s) for s in sizes]
-    padded = torch.zeros(max(counts), dtype=values.dtype, device=device)
-    padded[: values.numel()] = values.to(device)
-    parts = [torch.zeros_like(padded) for _ in counts]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[:n].cpu() for p, n in zip(parts, counts, strict=True)])
 
 
 def check_int(name: str, value: Any, low: int) -> int:
@@ -152,7 +124,9 @@ class ClusterSampler:
     (:meth:`bin_probs`) and may draw within a bin from their own density (:meth:`_quantiles`),
     learn from the losses (:meth:`_learn`) and weight the loss (:meth:`loss_weights`).
 
-    Each rank draws from its own generator, seeded from ``(seed, rank)``.
+    Each rank draws its own levels: the k-th call of :meth:`sample` uses a generator seeded from
+    ``(seed, rank, k)`` (:func:`~diffusion_curriculum.sampler.draw_seed`); :meth:`observe` reduces
+    the statistics over ranks, so the state is the same on every rank.
     """
 
     name: ClassVar[str] = ""
@@ -185,11 +159,13 @@ class ClusterSampler:
         if rank is None:
             rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         self.rank = check_int("rank", rank, 0)
-        self.generator = torch.Generator().manual_seed(rank_seed(self.seed, self.rank))
+        self.draws = 0  # calls of sample() that used the sampler's own stream
         self.step = 0
         self.stage, self.n_stages = 1, 1
         self.transitions: list[tuple[int, int, str | None]] = []
-        self.cluster_draws = torch.zeros(self.n_clusters, dtype=torch.long)
+        self.cluster_draws = torch.zeros(self.n_clusters, dtype=torch.long)  # all ranks' (this rank's since observe)
+        self._unsynced_draws = torch.zeros(self.n_clusters, dtype=torch.long)  # this rank's since the last observe
+        self._pending: list[tuple[Tensor, Tensor]] = []  # an accumulated step's micro-batches so far
         self.loss_sum = torch.zeros(self.n_clusters, dtype=_F64)
         self.loss_count = torch.zeros(self.n_clusters, dtype=torch.long)
         if self.T is not None:
@@ -278,18 +254,23 @@ class ClusterSampler:
     ) -> Tensor:
         """Draw ``batch_size`` timesteps (LongTensor) or noise levels (``dtype``), grouped by bin.
 
-        Draws use the sampler's own per-rank generator (saved in :meth:`state_dict`) unless a CPU
-        ``generator`` is given. The result is moved to ``device``.
+        Draws use the sampler's own stream (seeded from its seed, rank and draw counter, which
+        :meth:`state_dict` saves) unless a CPU ``generator`` is given. The result is moved to ``device``.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
             raise UserError(f"batch_size must be an integer >= 0, got {batch_size!r}")
-        g = self.generator if generator is None else generator
+        g = generator
+        if g is None:
+            g = torch.Generator().manual_seed(draw_seed(self.seed, self.rank, self.draws))
+            self.draws += 1
         offset = float(torch.rand((), generator=g, dtype=_F64))
         counts = stratified_counts(batch_size * self.bin_probs(), offset)
         bins = torch.repeat_interleave(torch.arange(counts.numel()), counts)
         r = torch.rand(batch_size, generator=g, dtype=_F64)
         levels = self._levels(self._quantiles(bins, r), bins, dtype)
-        self.cluster_draws += torch.bincount(self.cluster_of(levels), minlength=self.n_clusters)
+        drawn = torch.bincount(self.cluster_of(levels), minlength=self.n_clusters)
+        self.cluster_draws += drawn
+        self._unsynced_draws += drawn
         return levels if device is None else levels.to(device)
 
     def loss_weights(self, levels: Tensor) -> Tensor:
@@ -297,30 +278,50 @@ class ClusterSampler:
         return torch.ones(levels.shape, dtype=torch.float32, device=levels.device)
 
     # ----- learning ---------------------------------------------------------------------------
-    def observe(self, loss: float | Tensor, timesteps: Tensor | None = None) -> bool:
+    def observe(self, loss: float | Tensor, timesteps: Tensor | None = None, *, sync: bool = True) -> bool:
         """Record one step's per-sample losses (before :meth:`loss_weights`) with their levels.
 
-        Non-finite losses are left out. Every rank must call this once per step. Returns False: these
-        samplers have no stages.
+        Non-finite losses are left out. Every rank must call this once per step; the per-cluster
+        loss sums and counts, and the draws since the last step, are summed over ranks (one
+        all-reduce). Under gradient accumulation, give each micro-batch with ``sync=False`` and the
+        step's last with ``sync=True`` (with Accelerate, ``sync=accelerator.sync_gradients``): the
+        sampler learns once per optimizer step from all of the step's losses, as if they had been
+        one batch. Returns False: these samplers have no stages.
         """
-        self.step += 1
-        values = levels = None
         if isinstance(loss, Tensor) and timesteps is not None:
             values = loss.detach().flatten().cpu().to(_F64)
             levels = timesteps.detach().flatten().cpu()
             if levels.numel() != values.numel():
                 raise UserError(f"observe got {values.numel()} per-sample losses but {levels.numel()} timesteps")
             keep = torch.isfinite(values)
-            values, levels = values[keep], levels[keep]
+            self._pending.append((values[keep], levels[keep]))
+        if not sync:
+            return False
+        values = levels = None
+        k = self.n_clusters
+        buf = torch.zeros(3 * k, dtype=_F64)  # per-cluster loss sums, counts, draws since the last step
+        if self._pending:
+            values = torch.cat([v for v, _ in self._pending])
+            levels = torch.cat([lv for _, lv in self._pending])
             cluster = self.cluster_of(levels)
-            self.loss_sum.index_add_(0, cluster, values)
-            self.loss_count.index_add_(0, cluster, torch.ones_like(cluster))
-        self._learn(values, levels)
+            buf[:k].index_add_(0, cluster, values)
+            buf[k : 2 * k].index_add_(0, cluster, torch.ones_like(values))
+        buf[2 * k :] = self._unsynced_draws.to(_F64)
+        self._pending = []
+        buf = all_reduce_sum(buf)
+        sums, counts = buf[:k], buf[k : 2 * k]
+        self.cluster_draws += buf[2 * k :].round().long() - self._unsynced_draws  # the other ranks'
+        self._unsynced_draws.zero_()
+        self.loss_sum += sums
+        self.loss_count += counts.round().long()
+        self.step += 1
+        self._learn(values, levels, sums, counts)
         return False
 
-    def _learn(self, values: Tensor | None, levels: Tensor | None) -> None:
-        """Update the sampler's state from this rank's finite losses and their levels (None when the
-        step gave no per-sample losses); a sampler with state reduces over ranks here."""
+    def _learn(self, values: Tensor | None, levels: Tensor | None, sums: Tensor, counts: Tensor) -> None:
+        """Update the sampler's state from one optimizer step: this rank's finite losses and their
+        levels (None when the step gave no per-sample losses), and the per-cluster loss ``sums`` and
+        ``counts`` of all ranks. A sampler that needs more than those reduces it over ranks here."""
 
     # ----- stages (none) and logging ------------------------------------------------------------
     @property
@@ -337,8 +338,9 @@ class ClusterSampler:
 
     def stats(self, reset: bool = False) -> dict[str, Any]:
         """The step, the draws per cluster and mean loss per cluster since the last ``reset=True``
-        (this rank's), each cluster's probability for the next draw (``cluster_probs``), and the
-        stage view of a sampler without stages."""
+        (all ranks', plus this rank's draws since its last :meth:`observe`), each cluster's
+        probability for the next draw (``cluster_probs``), and the stage view of a sampler without
+        stages."""
         counts = self.loss_count.clamp(min=1).to(_F64)
         mean = torch.where(self.loss_count > 0, self.loss_sum / counts, float("nan"))
         out = {
@@ -355,6 +357,7 @@ class ClusterSampler:
         }
         if reset:
             self.cluster_draws.zero_()
+            self._unsynced_draws.zero_()
             self.loss_sum.zero_()
             self.loss_count.zero_()
         return out
@@ -372,15 +375,17 @@ class ClusterSampler:
         """Restore :meth:`_state`."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: step, generator, statistics, learned state."""
+        """Everything needed to continue exactly: step, draw counter, statistics, learned state. It is
+        the same on every rank after :meth:`observe`, so any one rank's restores all of them."""
+        if self._pending:
+            raise pending_error()
         return {
             "sampler": self.name,
             "format": _STATE_FORMAT,
             "config": self._config(),
             "seed": self.seed,
-            "rank": self.rank,
             "step": self.step,
-            "generator": self.generator.get_state(),
+            "draws": self.draws,
             "cluster_draws": self.cluster_draws.clone(),
             "loss_sum": self.loss_sum.clone(),
             "loss_count": self.loss_count.clone(),
@@ -388,11 +393,12 @@ class ClusterSampler:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; refuses a state of another sampler or made with other parameters.
-        A state saved on another rank keeps this rank's fresh ``(seed, rank)`` stream."""
+        """Restore :meth:`state_dict` on any rank; refuses a state of another sampler or made with
+        other parameters. A state of format 1 (a per-rank generator) continues with the stream of
+        draw index ``step``, as the generator it saved is not this version's."""
         if state.get("sampler") != self.name:
             raise UserError(f"sampler state is of sampler {state.get('sampler')!r}, not {self.name!r}")
-        if state.get("format") != _STATE_FORMAT:
+        if state.get("format") not in (1, _STATE_FORMAT):
             raise UserError(f"unsupported sampler state format {state.get('format')!r}")
         mine = self._config()
         for key, value in mine.items():
@@ -401,11 +407,13 @@ class ClusterSampler:
                     f"sampler state was saved with {key}={state['config'].get(key)!r}, but this sampler has {value!r}"
                 )
         self.step = int(state["step"])
-        if int(state["rank"]) == self.rank:
-            self.generator.set_state(state["generator"])
+        self.seed = int(state["seed"])  # the stream continues from the saved seed and counter
+        self.draws = int(state.get("draws", self.step))
         self.cluster_draws = state["cluster_draws"].clone()
         self.loss_sum = state["loss_sum"].clone()
         self.loss_count = state["loss_count"].clone()
+        self._unsynced_draws.zero_()
+        self._pending = []
         self._load(state["state"])
 
     def __repr__(self) -> str:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..schedules import ContinuousNoise
-from .base import ClusterSampler, all_reduce_sum, check_bool, check_int, check_real
+from .base import ClusterSampler, check_bool, check_int, check_real
 
 __all__ = ["LearningProgressSampler"]
 
@@ -194,15 +194,7 @@ class LearningProgressSampler(ClusterSampler):
         w = (self.base_shares[k] / self._probs[k]).pow(rho)
         return w.reshape(levels.shape).to(device=levels.device, dtype=torch.float32)
 
-    def _learn(self, values: Tensor | None, levels: Tensor | None) -> None:
-        k = self.n_clusters
-        buf = torch.zeros(2 * k, dtype=_F64)
-        if values is not None:
-            cluster = self.cluster_of(levels)
-            buf[:k].index_add_(0, cluster, values)
-            buf[k:].index_add_(0, cluster, torch.ones_like(values))
-        buf = all_reduce_sum(buf)
-        sums, counts = buf[:k], buf[k:]
+    def _learn(self, values: Tensor | None, levels: Tensor | None, sums: Tensor, counts: Tensor) -> None:
         fast, slow = 1.0 - 1.0 / self.fast_horizon, 1.0 - 1.0 / self.slow_horizon
         self._fast_sum = fast * self._fast_sum + sums
         self._fast_count = fast * self._fast_count + counts

@@ -16,9 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..distributed import all_gather_cat
 from ..errors import UserError
 from ..schedules import ContinuousNoise
-from .base import ClusterSampler, all_gather_cat, check_bool, check_int, check_real
+from .base import ClusterSampler, check_bool, check_int, check_real
 
 __all__ = ["LossImportance"]
 
@@ -93,7 +94,7 @@ class LossImportance(ClusterSampler):
         w = self.bin_shares[bins] / self._probs[bins]
         return w.reshape(levels.shape).to(device=levels.device, dtype=torch.float32)
 
-    def _learn(self, values: Tensor | None, levels: Tensor | None) -> None:
+    def _learn(self, values: Tensor | None, levels: Tensor | None, sums: Tensor, counts: Tensor) -> None:
         if values is None:
             values, bins = torch.zeros(0, dtype=_F64), torch.zeros(0, dtype=torch.long)
         else:

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from ..config import Config, ConfigError
 from ..jobs import check_claim, claim_folder, imap_jobs, mark_done
+from ..progress import PROGRESS_DIR, JobPlan, ProgressBoard, reporting
 from ..runs import checkpoints as ckpt
 from ..runs.atomic import write_atomic
 from ..runs.lock import folder_lock
@@ -30,7 +30,7 @@ __all__ = ["run_convergence_study"]
 
 DONE = "done.json"
 # What a study writes into its folder besides study.yaml and runs/ (--overwrite deletes exactly these).
-STUDY_OUTPUTS = ("study.jsonl", "study.md", "convergence.png", "loss_curves.png", "kl.png")
+STUDY_OUTPUTS = ("study.jsonl", "study.md", "convergence.png", "loss_curves.png", "kl.png", PROGRESS_DIR)
 
 
 # ----- one job: train on one interval, measure, mark done -----------------------------------------
@@ -79,9 +79,10 @@ def train_interval(config_dict: dict[str, Any], interval: int, seed: int, out: s
         return read_json(done, "record of a finished job (delete it to run the job again)")
     config = _job_config(config_dict, interval, seed, run_dir)
     start = time.perf_counter()
-    train_or_resume(config)
-    cluster = clusters_for(config)[interval]
-    measure, value = _heldout_measure(run_dir, config, cluster)
+    with reporting(Path(out) / PROGRESS_DIR / f"{run_dir.name}.json"):
+        train_or_resume(config)
+        cluster = clusters_for(config)[interval]
+        measure, value = _heldout_measure(run_dir, config, cluster)
     steps, losses = _read_curve(run_dir)
     record = {
         "interval": interval,
@@ -185,13 +186,19 @@ def _run_study(config, out, study, seeds, rule, workers, threads, overwrite, pro
     base, K = study["config"], len(clusters_for(config))
     _prepare_out(out, study, overwrite)
     jobs = [(base, k, s, str(out), threads) for s in seeds for k in range(K)]
-    done_before = sum(_job_dir(out, k, s).joinpath(DONE).is_file() for _, k, s, _, _ in jobs)
-    start = time.perf_counter()
+    names = [_job_dir(out, k, s).name for _, k, s, _, _ in jobs]
+    done_before = {name for name in names if (out / "runs" / name / DONE).is_file()}
+    plans = [JobPlan(name, (("train", config.train.max_steps),)) for name in names]
+    board = ProgressBoard(
+        "study convergence", out / PROGRESS_DIR, plans, done_before, min(workers, len(jobs)), quiet=not progress
+    )
     records = []
-    with tqdm(total=len(jobs), initial=done_before, desc="study convergence", unit="run", disable=not progress) as bar:
+    with board:
         for record in imap_jobs(_train_interval_star, jobs, workers):
             records.append(record)
-            bar.update(1)
+            name = _job_dir(out, record["interval"], record["seed"]).name
+            if name not in done_before:
+                board.finished(name, f"done {name} ({record['wall_s']:.0f} s)")
     records.sort(key=lambda r: (r["seed"], r["interval"]))
     meta = {
         "kind": "meta",
@@ -207,7 +214,8 @@ def _run_study(config, out, study, seeds, rule, workers, threads, overwrite, pro
         "seeds": list(seeds),
         "workers": workers,
         "threads_per_job": threads,
-        "wall_s": round(time.perf_counter() - start, 1),
+        "wall_s": round(board.wall_s, 1),
+        "cpu_s": round(board.cpu_s, 1),
         "runs_wall_s": round(sum(r["wall_s"] for r in records), 1),
     }
     write_convergence_outputs(out, meta, records, rule)

@@ -118,8 +118,9 @@ def write_convergence_outputs(
 def _convergence_finding(summary: list[dict], rho: float, n_seeds: int) -> str:
     first, last = summary[0], summary[-1]
     numbers = (
-        f"steps to converge {first['converged_step_mean']:.0f} at C_1 (least noise, {_span(first['range'])}) and "
-        f"{last['converged_step_mean']:.0f} at C_{len(summary)} (most noise, {_span(last['range'])}); Spearman "
+        f"steps to converge {first['converged_step_mean']:.0f} at cluster 0 (least noise, {_span(first['range'])}) "
+        f"and {last['converged_step_mean']:.0f} at cluster {len(summary) - 1} (most noise, {_span(last['range'])}); "
+        "Spearman "
         f"rho between interval and steps {rho:+.2f} over {len(summary)} intervals, {n_seeds} seed(s)"
     )
     if np.isnan(rho) or abs(rho) < 0.3:
@@ -130,7 +131,7 @@ def _convergence_finding(summary: list[dict], rho: float, n_seeds: int) -> str:
 
 
 def _plot_convergence(path: Path, summary: list[dict], meta: dict[str, Any]) -> None:
-    k = np.arange(1, len(summary) + 1)
+    k = np.arange(len(summary))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.errorbar(
         k,
@@ -139,12 +140,12 @@ def _plot_convergence(path: Path, summary: list[dict], meta: dict[str, Any]) -> 
         fmt="o-",
         capsize=3,
     )
-    ax1.set_xlabel("interval (C_1 = least noise)")
+    ax1.set_xlabel("cluster (0 = least noise)")
     ax1.set_ylabel("steps to converge")
     ax1.set_title(f"convergence ({len(meta['seeds'])} seed(s), ±1 std)")
     ax2.errorbar(k, [s["heldout_mean"] for s in summary], yerr=[s["heldout_std"] for s in summary], fmt="o-", capsize=3)
     ax2.set_yscale("log")
-    ax2.set_xlabel("interval (C_1 = least noise)")
+    ax2.set_xlabel("cluster (0 = least noise)")
     ax2.set_ylabel(summary[0]["measure"].replace("_", " "))
     ax2.set_title("final model on its interval (held out)")
     for ax in (ax1, ax2):
@@ -168,8 +169,8 @@ def _plot_curves(path: Path, runs: list[dict], K: int) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("smoothed loss / first loss (mean over seeds)")
     ax.grid(alpha=0.3)
-    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(1, K))
-    fig.colorbar(mappable, ax=ax, label="interval (1 = least noise)")
+    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, K - 1))
+    fig.colorbar(mappable, ax=ax, label="cluster (0 = least noise)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -178,7 +179,7 @@ def _plot_curves(path: Path, runs: list[dict], K: int) -> None:
 def _convergence_markdown(path: Path, meta: dict[str, Any], summary: list[dict], rule: ConvergenceRule) -> None:
     rows = [
         [
-            f"C_{s['interval'] + 1}",
+            str(s["interval"]),
             _span(s["range"]),
             f"{s['converged_step_mean']:.0f} ± {s['converged_step_std']:.0f}",
             f"{s['final_loss_mean']:.4g} ± {s['final_loss_std']:.2g}",
@@ -192,16 +193,18 @@ def _convergence_markdown(path: Path, meta: dict[str, Any], summary: list[dict],
         Para(
             f"Data `{meta['dataset']}`, model `{meta['model']}`, objective `{meta['objective']}`, "
             f"{meta['intervals']} {meta['clustering']} intervals, {meta['max_steps']} steps at batch "
-            f"{meta['batch_size']} per interval, seeds {meta['seeds']}; wall time {meta['wall_s']:.0f} s (this "
-            f"invocation, {meta['workers']} worker(s)); the runs took {meta['runs_wall_s']:.0f} s in all "
-            "(their own wall times summed, including any earlier invocation)."
+            f"{meta['batch_size']} per interval, seeds {meta['seeds']}; wall time {meta['wall_s']:.0f} s"
+            + (f", CPU time {meta['cpu_s']:.0f} s" if "cpu_s" in meta else "")
+            + f" (this invocation, {meta['workers']} worker(s); the CPU time counts the workers'); the runs took "
+            f"{meta['runs_wall_s']:.0f} s in all (their own wall times summed, including any earlier invocation). "
+            "Clusters are numbered from 0 (least noise, t near 0) up, as in `info`, `clusters` and the grid report."
         ),
         Para(
             f"Rule: centred moving average over {rule.window or '2% of the'} logged points; plateau = mean loss over "
             f"the last {rule.plateau_fraction:.0%} of the run; converged at the first step where the smoothed loss is "
             f"within {rule.tolerance:.0%} of the total drop from the plateau."
         ),
-        Table(["interval", "range", "steps to converge", "final loss", _MEASURE_LABELS[summary[0]["measure"]]], rows),
+        Table(["cluster", "range", "steps to converge", "final loss", _MEASURE_LABELS[summary[0]["measure"]]], rows),
         Image(path.parent / "convergence.png", alt="convergence"),
         Image(path.parent / "loss_curves.png", alt="loss curves"),
     ]

@@ -1,13 +1,15 @@
 """Where a training run reports as it goes: ``metrics.jsonl`` (one JSON line per logged step) and
 ``probe.jsonl`` (one per held-out probe), each line flushed at once so a kill loses at most the line
-being written, TensorBoard when it is installed, and the
-progress bar. Only the main process writes; the others get a silent log."""
+being written, TensorBoard when it is installed, the
+progress bar, and the progress a grid or study shows. Only the main process writes; the others get a silent log."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from ..progress import report
 
 __all__ = ["RunLog"]
 
@@ -23,7 +25,13 @@ class RunLog:
         self.file = (out / "metrics.jsonl").open("a") if main else None
         self.probe_file = (out / "probe.jsonl").open("a") if main else None
         self.writer = _tensorboard(out / "tensorboard") if main else None
+        self.total = total
         self.bar = tqdm(total=total, initial=start, desc="train", disable=not (main and progress), dynamic_ncols=True)
+
+    def advance(self, step: int) -> None:
+        """One more step done: the bar, and the progress file of a grid's or study's job (:mod:`...progress`)."""
+        self.bar.update(1)
+        report("train", step, self.total)
 
     def write(self, record: dict[str, Any], n_stages: int) -> None:
         """One logged step: a metrics.jsonl line, TensorBoard scalars and the bar's loss and stage."""

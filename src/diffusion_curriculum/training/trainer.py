@@ -9,10 +9,13 @@ sample counts, the objective what the network predicts. Building those from the 
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -31,14 +34,14 @@ from ..config import Config, dump_config
 from ..data import DatasetBundle
 from ..errors import CheckpointError, ConfigError, RunError, TrainingDiverged, UserError
 from ..evaluation import HeldoutProbe
-from ..fault_injection import nan_steps
+from ..fault_injection import nan_steps, step_delay_s
 from ..interrupts import deferred_signals
 from ..models import Denoiser, ModelSpec, build_model
 from ..resources import check_fits
 from ..runs import checkpoints as ckpt
 from ..runs import layout, lock
 from ..runs.export import save_final_model
-from ..runs.loading import run_meta
+from ..runs.loading import RUN_META, run_meta
 from ..safe_yaml import short
 from ..sampler import rank_seed
 from ..sampling import SamplingSettings, sample_decoded
@@ -60,6 +63,20 @@ def _resolve_precision(precision: str) -> str:
     return "no"
 
 
+LAUNCH_WARNING = (
+    "a launcher set MASTER_PORT but this run has 1 process: `accelerate launch --cpu --num_processes N` "
+    "starts one process; for N CPU processes run `ACCELERATE_USE_CPU=true torchrun --standalone "
+    "--nproc_per_node N $(which diffusion-curriculum) train ...`"
+)
+
+
+def launched_as_one_process(env: Mapping[str, str], world: int) -> bool:
+    """True when a multi-process launch was asked for but one process started: Accelerate's simple
+    launcher (``accelerate launch --cpu --num_processes N``) sets MASTER_PORT for N > 1 yet starts a
+    single process without WORLD_SIZE, and the run would silently train alone."""
+    return world == 1 and "MASTER_PORT" in env and "WORLD_SIZE" not in env
+
+
 class Trainer:
     """Holds everything one run needs; :meth:`run` trains to ``train.max_steps``."""
 
@@ -77,6 +94,8 @@ class Trainer:
         )
         acc = self.accelerator
         self.rank, self.world = acc.process_index, acc.num_processes
+        if launched_as_one_process(os.environ, self.world):
+            warnings.warn(LAUNCH_WARNING, stacklevel=2)
         self.device = acc.device
         if config.train.batch_size % self.world:
             raise ConfigError(f"train.batch_size: {config.train.batch_size} is not divisible by {self.world} processes")
@@ -150,6 +169,7 @@ class Trainer:
         self.noise_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 2, self.rank))
         self.drop_gen = torch.Generator(self.device).manual_seed(rank_seed(config.seed + 3, self.rank))
         self.fault_steps = nan_steps(self.rank)
+        self.step_delay = step_delay_s()
         self.probe = None  # the held-out probe (dense learning curve), on the main process
         if config.train.probe_every is not None and acc.is_main_process:
             args = (config, self.data, self.objective, self.conditioner, self.device)
@@ -292,7 +312,13 @@ class Trainer:
             warn(f"--resume latest: {self.out} holds no checkpoint yet; starting it again from step 0")
         else:
             self._load_checkpoint(path)
-            warn(f"resumed from {path} at step {self.step}")
+            if self.finished:
+                warn(
+                    f"{self.out} is already finished: trained to train.max_steps = {self.step} and its model "
+                    "exported; nothing to do (to train it further, raise train.max_steps)"
+                )
+            else:
+                warn(f"resumed from {path} at step {self.step}")
         if self.accelerator.is_main_process:
             with deferred_signals():
                 layout.truncate_logs(self.out, logs, self.step)
@@ -382,8 +408,23 @@ class Trainer:
         value, n_bad = torch.stack([detached, bad]).tolist()
         return value, n_bad == 0
 
+    @property
+    def finished(self) -> bool:
+        """Whether the run has trained to ``train.max_steps`` and exported its model at that step: resuming it then
+        has nothing to do (a run killed between its last checkpoint and the export only exports)."""
+        if self.step < self.config.train.max_steps:
+            return False
+        try:
+            exported = json.loads((self.out / layout.MODEL / RUN_META).read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(exported, dict) and exported.get("step") == self.step
+
     def run(self) -> Path:
-        """Train to ``train.max_steps``, logging, sampling and checkpointing on the way."""
+        """Train to ``train.max_steps``, logging, sampling and checkpointing on the way; a finished run returns at
+        once, without a progress bar."""
+        if self.finished:
+            return self.out
         cfg = self.config.train
         window_start, window_steps = time.perf_counter(), 0
         checkpoint_due = False  # a periodic checkpoint that fell on a skipped step waits for a good one
@@ -410,7 +451,9 @@ class Trainer:
                     window_start, window_steps = time.perf_counter(), 0
                     self.window_loss, self.window_good = 0.0, 0
                     self.last_log_step = self.step
-                log.bar.update(1)
+                log.advance(self.step)
+                if self.step_delay:  # testing hook, see fault_injection
+                    time.sleep(self.step_delay)
                 if diverged:
                     raise self._diverged()
                 if self.probe is not None and (self.step % cfg.probe_every == 0 or last):
@@ -438,8 +481,8 @@ class Trainer:
 
     def _log_record(self, stage: int, unlocked: list[tuple[Any, Any]], steps: int, elapsed: float) -> dict[str, Any]:
         """One metrics.jsonl line: the stage and unlocked range trained at this step, rank 0's mean loss
-        over the window's good steps (null if all were skipped), the run's skipped-step total, rank 0's draws
-        and mean loss per cluster since the last line, the stage changes since the last line with their
+        over the window's good steps (null if all were skipped), the run's skipped-step total, all ranks'
+        draws and mean loss per cluster since the last line, the stage changes since the last line with their
         causes, and what adaptive pacing watches."""
         stats = self.sampler.stats(reset=True)
         record: dict[str, Any] = {

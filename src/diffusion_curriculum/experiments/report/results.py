@@ -20,6 +20,7 @@ from ..stats import final_value, finite, mean_std
 
 __all__ = [
     "BASELINE",
+    "FEATURE_METRICS",
     "METRICS",
     "PER_CLUSTER",
     "Cell",
@@ -52,6 +53,7 @@ METHOD_COLORS = {"none": "#333333", "easy_to_hard": "#d62728", "hard_to_easy": "
 EXTRA_COLORS = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 WEIGHTING_STYLES = ("-", "--", ":", "-.")
 METRICS = LOWER_IS_BETTER  # scalar metrics of eval.jsonl, in display order, with whether lower is better
+FEATURE_METRICS = ("fid", "kid")  # named with their feature space wherever the report shows them
 PER_CLUSTER = {
     "heldout_cluster_loss": "held-out denoising loss",
     "excess_error": "excess denoising error (vs the optimal denoiser)",
@@ -186,6 +188,26 @@ class Grid:
         """The weighting's line style in figures that overlay weightings."""
         return WEIGHTING_STYLES[self.weightings.index(weighting) % len(WEIGHTING_STYLES)]
 
+    @property
+    def extractors(self) -> list[str]:
+        """The feature extractors the runs' evaluations name (eval.jsonl's ``extractor``), ``exact`` left out."""
+        found = {e.get("extractor") for r in self.runs for e in r.evals}
+        return sorted(x for x in found if isinstance(x, str) and x != "exact")
+
+    def feature_space(self, short: bool = False) -> str | None:
+        """The feature space of the runs' FID and KID in words (several, if runs differ); None when no evaluation
+        names one (vector data, or records older than the ``extractor`` field)."""
+        from ...evaluation import feature_space
+
+        spaces = list(dict.fromkeys(feature_space(x, short=short) for x in self.extractors))
+        return " and ".join(spaces) if spaces else None
+
+    def metric_name(self, metric: str) -> str:
+        """A metric's name for text, tables and figures: FID and KID with their feature space, e.g.
+        ``fid in digits-classifier features``, since a FID means nothing without it."""
+        space = self.feature_space(short=True) if metric in FEATURE_METRICS else None
+        return f"{metric} in {space}" if space else metric
+
     def metrics_present(self) -> list[str]:
         """Scalar metrics with at least one finite value, the primary first."""
         names = [self.metric] + [m for m in METRICS if m != self.metric]
@@ -299,10 +321,10 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def metric_label(metric: str, lower: bool | None = None) -> str:
-    """The metric's name with which way is better."""
+def metric_label(metric: str, lower: bool | None = None, name: str | None = None) -> str:
+    """The metric's name (``name``, e.g. :meth:`Grid.metric_name`'s, else the metric's key) with which way is better."""
     lower = METRICS.get(metric, True) if lower is None else lower
-    return f"{metric} ({'lower' if lower else 'higher'} is better)"
+    return f"{name or metric} ({'lower' if lower else 'higher'} is better)"
 
 
 # ----- per-cluster values -------------------------------------------------------------------------

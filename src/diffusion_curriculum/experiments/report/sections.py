@@ -1,6 +1,7 @@
 """The comparison report's sections, built from a grid's results into a document.
 
-:func:`build_document` assembles the whole report: the summary in words, the primary metric with its figure and
+:func:`build_document` assembles the whole report: one plain sentence per method against the baseline, the tests
+in detail, the primary metric with its figure and
 speed-ups, the paired comparison, curriculum progress, the other metrics, the per-timestep view, sample grids
 and the provenance (evaluation settings, runs, command, versions, machine and configs).
 """
@@ -17,22 +18,94 @@ from .figures import STYLE, plot_clusters, plot_dense, plot_others, plot_primary
 from .results import (
     BASELINE,
     PER_CLUSTER,
+    Cell,
     Grid,
     Run,
     analyse,
     fmt_duration,
     fmt_num,
+    fmt_p,
     metric_label,
 )
 from .tables import curriculum_table, other_table, primary_table, ratio_table, stage_cause_table, verdict_table
 from .verdict import Verdict, sentence, verdict
 
-__all__ = ["build_document"]
+__all__ = ["build_document", "plain_sentences"]
+
+PAPER = "easy_to_hard"  # the paper's curriculum: always the first method named
 
 
-def _summary(grid: Grid, v: Verdict | None) -> list[Block]:
-    """The opening: what was compared, then the answer per method in words, the paper's curriculum
-    first; where nothing is significant the first sentence says so."""
+def _significance(tests: list[tuple[str, float | None, int]]) -> str:
+    """Whether each named difference is significant (Holm-corrected paired Wilcoxon p < 0.05), in words."""
+    if not tests:
+        return ""
+    if min(n for _, _, n in tests) < MIN_SEEDS_FOR_P:
+        return f"too few paired seeds for a p-value (fewer than {MIN_SEEDS_FOR_P})"
+    ps = " and ".join(fmt_p(p) for _, p, _ in tests)
+    significant = [what for what, p, _ in tests if p is not None and p < 0.05]
+    if len(tests) == 1:
+        verdict_ = "significant" if significant else "not significant"
+    elif len(significant) == len(tests):
+        verdict_ = "both differences are significant"
+    elif significant:
+        verdict_ = f"only the {significant[0]} difference is significant"
+    else:
+        verdict_ = "neither difference is significant"
+    return f"{verdict_} after Holm's correction (paired Wilcoxon p {ps})"
+
+
+def plain_sentences(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[str]:
+    """One sentence per method against its weighting's uniform baseline, in plain words, the paper's curriculum
+    (``easy_to_hard``) first: how much better or worse its sample metric ended, how many of the baseline's steps
+    it needed to reach the baseline's target on the dense curve, and whether those differences are significant."""
+    name = grid.metric_name(grid.metric)
+    by_cell = {(c.weighting, c.method): c for c in cells}
+    compared = {(c.weighting, c.method): c for c in (v.comparisons if v else [])}
+    order = sorted(
+        (c for c in cells if c.method != BASELINE and (c.weighting, BASELINE) in by_cell),
+        key=lambda c: (c.method != PAPER, grid.weightings.index(c.weighting), grid.methods.index(c.method)),
+    )
+    out = []
+    for cell in order:
+        comparison = compared.get((cell.weighting, cell.method))
+        final = comparison.final if comparison and comparison.final and comparison.final["diff"] is not None else None
+        if final is not None:
+            mine, base, at = final["method_mean"], final["baseline_mean"], f"step {v.budget}"
+        else:
+            mine, base, at = cell.final[0], by_cell[(cell.weighting, BASELINE)].final[0], "the end"
+        label = f"`{cell.method}`" + (" (the paper's curriculum)" if cell.method == PAPER else "")
+        text = (f"With `{cell.weighting}`, " if len(grid.weightings) > 1 else "") + label
+        if mine is None or base is None:
+            text += f" has no final {name} to compare with the baseline's"
+        else:
+            change = abs(mine - base) / abs(base) if base else None
+            if change is not None and change < 0.005:
+                text += " ended level with the uniform baseline"
+            else:
+                better = (mine < base) == grid.lower
+                amount = f"{change:.0%} " if change is not None else ""
+                text += f" ended {amount}{'better' if better else 'worse'} than the uniform baseline"
+            text += f" ({name} {fmt_num(mine)} against {fmt_num(base)} at {at})"
+        tests = []
+        if final is not None:
+            tests.append((name, comparison.holm.get("final_w"), final["n"]))
+        speed = comparison.speed if comparison else None
+        if speed and speed["speedup"] is not None:
+            ratio = 1 / speed["speedup"]
+            text += (
+                f" and needed {'only ' if ratio < 1 else ''}{ratio:.2f}x the baseline's steps to reach the baseline's "
+                f"{v.target_fraction:.0%}-budget {v.name}"
+            )
+            tests.append(("speed", comparison.holm.get("speed_w"), speed["n"]))
+        significance = _significance(tests)
+        out.append(text + (f"; {significance}" if significance else "") + ".")
+    return out
+
+
+def _summary(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[Block]:
+    """The opening: each method against the baseline in one plain sentence, the paper's curriculum first; then
+    the tests in detail (where nothing is significant the first sentence says so), what was compared and the
+    feature space of the image metrics."""
     info = grid.info
     planned = info.get("runs", [])
     seeds = sorted({e.get("seed", 0) for e in planned})
@@ -40,6 +113,9 @@ def _summary(grid: Grid, v: Verdict | None) -> list[Block]:
     weight = f" × {len(weightings)} weightings ({', '.join(weightings)})" if len(weightings) > 1 else ""
     methods = ", ".join(f"`{m}`" for m in dict.fromkeys(e.get("method", BASELINE) for e in planned)) or "no method"
     blocks: list[Block] = []
+    plain = plain_sentences(grid, cells, v)
+    if plain:
+        blocks += [Para("Against the uniform baseline (`none`), in plain words:"), BulletList(plain)]
     if v is None or not v.comparisons:
         blocks.append(
             Para(
@@ -48,6 +124,7 @@ def _summary(grid: Grid, v: Verdict | None) -> list[Block]:
             )
         )
     else:
+
         def named(cs: list) -> str:
             return ", ".join(
                 f"`{c.method}` ({c.speed['speedup']:.2f}x{'' if len(weightings) == 1 else ', ' + c.weighting})"
@@ -66,9 +143,7 @@ def _summary(grid: Grid, v: Verdict | None) -> list[Block]:
                 + f" (with {v.comparisons[0].speed['n']} pairs and {v.family} hypotheses its smallest possible "
                 f"corrected p is {min(1.0, v.family * 2.0 ** (1 - v.comparisons[0].speed['n'])):.3g})."
             )
-            lead += (
-                f" By the paired t-test on log steps: {named(by_t)}." if by_t else " Nor by the paired t-test."
-            )
+            lead += f" By the paired t-test on log steps: {named(by_t)}." if by_t else " Nor by the paired t-test."
         blocks.append(Para(lead))
         order = sorted(
             v.comparisons,
@@ -78,7 +153,8 @@ def _summary(grid: Grid, v: Verdict | None) -> list[Block]:
             ),
         )
         items = [
-            (f"With `{c.weighting}`: " if len(weightings) > 1 else "") + sentence(v, c, grid.metric) for c in order
+            (f"With `{c.weighting}`: " if len(weightings) > 1 else "") + sentence(v, c, grid.metric_name(grid.metric))
+            for c in order
         ]
         blocks.append(BulletList(items))
         mds = [
@@ -101,6 +177,20 @@ def _summary(grid: Grid, v: Verdict | None) -> list[Block]:
             + ". `none` (uniform timestep sampling) is the baseline."
         )
     )
+    space = grid.feature_space()
+    if space is not None:
+        inception = all(x.startswith("inception-") for x in grid.extractors)
+        blocks.append(
+            Para(
+                f"FID and KID (and precision, recall, density and coverage) are computed in {space}"
+                + (
+                    "."
+                    if inception
+                    else ": comparable between runs of this package, not with published FIDs, which are computed "
+                    "in Inception-v3's features."
+                )
+            )
+        )
     for warning in info.get("warnings", []):
         blocks.append(Para(f"**Warning:** {warning}"))
     for run in grid.runs:
@@ -114,8 +204,29 @@ def _sample_path(run: Run, step: int) -> Path:
     return run.dir / "samples" / f"step_{step:08d}.png"
 
 
-def _samples(grid: Grid) -> list[Block]:
-    """Seed 0's sample grids side by side, at the final step and at the evaluated step nearest the middle."""
+SAMPLE_WIDTH = 512  # sample grids narrower than this (in pixels) are shown enlarged
+
+
+def _enlarged(path: Path, folder: Path, name: str) -> Path:
+    """A sample grid enlarged by nearest-neighbour to at least :data:`SAMPLE_WIDTH` pixels across, written under
+    ``folder`` as ``name``: 8x8 digits in a grid a few hundred pixels wide show as specks otherwise, and
+    nearest-neighbour keeps every pixel a sharp square. Only image grids (grey or RGB PNGs) are enlarged; a
+    scatter plot (an RGBA figure) is returned as it is."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as img:
+        factor = -(-SAMPLE_WIDTH // img.width)
+        if img.mode not in ("L", "RGB") or factor < 2:
+            return path
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / name
+        img.resize((img.width * factor, img.height * factor), PILImage.NEAREST).save(target)
+    return target
+
+
+def _samples(grid: Grid, figures: Path) -> list[Block]:
+    """Seed 0's sample grids side by side, at the final step and at the evaluated step nearest the middle,
+    enlarged (:func:`_enlarged`) into ``figures/samples``."""
     blocks: list[Block] = []
     for w in grid.weightings:
         shown = []
@@ -131,7 +242,10 @@ def _samples(grid: Grid) -> list[Block]:
         middle = sorted(common & evaluated - {final}, key=lambda s: (abs(s - final / 2), s))
         for step in ([middle[0]] if middle else []) + [final]:
             items = [
-                Image(_sample_path(r, step), f"{grid.label(w, r.method)}, seed {r.seed}, step {step}")
+                Image(
+                    _enlarged(_sample_path(r, step), figures / "samples", f"{r.name}_step_{step:08d}.png"),
+                    f"{grid.label(w, r.method)}, seed {r.seed}, step {step}",
+                )
                 for r in shown
                 if _sample_path(r, step).is_file()
             ]
@@ -163,9 +277,12 @@ def _provenance(grid: Grid) -> list[Block]:
         ),
         Heading(2, "Runs"),
         Para(
-            f"Grid wall time {fmt_duration(info.get('wall_s'))} (started {info.get('started', '?')}, finished "
-            f"{info.get('finished', '?')}); the runs' own wall times add up to "
-            f"{fmt_duration(sum(r.wall_s or 0 for r in grid.runs))}."
+            f"Grid wall time {fmt_duration(info.get('wall_s'))}"
+            + (f", CPU time {fmt_duration(info['cpu_s'])} (its process and workers)" if "cpu_s" in info else "")
+            + f" (started {info.get('started', '?')}, finished {info.get('finished', '?')}); the runs' own wall times "
+            f"add up to {fmt_duration(sum(r.wall_s or 0 for r in grid.runs))}. Wall times and images per second "
+            "depend on how loaded the machine was while each run ran (runs share its cores with each other and "
+            "with anything else running), so they do not measure a method's cost."
         ),
         Table(
             [
@@ -177,7 +294,7 @@ def _provenance(grid: Grid) -> list[Block]:
                 "last evaluated step",
                 "evaluations",
                 "non-finite",
-                "mean images/s",
+                "mean images/s (machine load, not the method)",
             ],
             [
                 [
@@ -233,7 +350,7 @@ def build_document(grid: Grid, figures: Path) -> list[Block]:
     metric = grid.metric
     v = verdict(grid)
     blocks: list[Block] = [Heading(1, f"Comparison report: {grid.info.get('name', grid.out.name)}")]
-    blocks += _summary(grid, v)
+    blocks += _summary(grid, cells, v)
     with matplotlib.rc_context(STYLE):
         if v is not None:
             blocks.append(Heading(2, f"Speed-up: the dense {v.name} curve"))
@@ -260,12 +377,13 @@ def build_document(grid: Grid, figures: Path) -> list[Block]:
                 ),
                 verdict_table(grid, v),
             ]
-        blocks.append(Heading(2, f"Primary metric: {metric}"))
+        blocks.append(Heading(2, f"Primary metric: {grid.metric_name(metric)}"))
         if plot_primary(grid, figures / "primary.png"):
             blocks.append(
                 Image(
                     figures / "primary.png",
-                    f"{metric_label(metric, grid.lower)} against the training step: line = mean over seeds, "
+                    f"{metric_label(metric, grid.lower, grid.metric_name(metric))} against the training step: "
+                    "line = mean over seeds, "
                     "shaded band = min–max over seeds."
                     + (
                         " The strip beneath marks the steps at which a run's curriculum stage changed (every seed, "
@@ -276,7 +394,7 @@ def build_document(grid: Grid, figures: Path) -> list[Block]:
                 )
             )
         else:
-            blocks.append(Para(f"No run has a finite {metric} value."))
+            blocks.append(Para(f"No run has a finite {grid.metric_name(metric)} value."))
         blocks.append(primary_table(grid, cells))
         curriculum = curriculum_table(grid)
         if curriculum is not None:
@@ -290,7 +408,7 @@ def build_document(grid: Grid, figures: Path) -> list[Block]:
                 Image(
                     figures / "shares.png",
                     "The share of the training draws each timestep cluster received (cluster 0 = least noise) "
-                    "against the training step: every seed's draws (rank 0's) summed in up to 50 step bins. The "
+                    "against the training step: every seed's draws (all processes') summed in up to 50 step bins. The "
                     "uniform baseline gives each cluster its share of the noise levels throughout; a curriculum's "
                     "locked clusters get none.",
                 ),
@@ -313,8 +431,8 @@ def build_document(grid: Grid, figures: Path) -> list[Block]:
             Para(
                 "What each method has learned at each noise level, independent of whether locked clusters spoil "
                 "its samples: the value per timestep cluster (cluster 0 = least noise), mean over seeds. Where there "
-                "is a baseline, heat maps divide each method by it at the same step (log2: blue = lower than the "
-                "baseline)."
+                "is a baseline, heat maps divide each method by it at the same step (blue = lower than the "
+                "baseline, red = higher)."
             )
         )
         drawn = False
@@ -328,12 +446,15 @@ def build_document(grid: Grid, figures: Path) -> list[Block]:
                         "at the top of a panel mark that method's stage changes.",
                     )
                 )
-                if plot_ratio(grid, key, figures / f"{key}_ratio.png"):
+                lim = plot_ratio(grid, key, figures / f"{key}_ratio.png")
+                if lim is not None:
                     blocks.append(
                         Image(
                             figures / f"{key}_ratio.png",
-                            f"{what}: method ÷ baseline per cluster and step (log2): blue = lower than the baseline, "
-                            "red = higher.",
+                            f"{what}: method ÷ baseline per cluster and step (0 = least noise): blue = lower than the "
+                            f"baseline, red = higher. The colour scale (logarithmic) spans ratios {2**-lim:.3g} to "
+                            f"{2**lim:.3g}, the largest at the last evaluated step, so that the final differences "
+                            "show; larger ones, earlier, saturate.",
                         )
                     )
                     table = ratio_table(grid, key)
@@ -351,6 +472,6 @@ def build_document(grid: Grid, figures: Path) -> list[Block]:
             blocks.append(Para("No per-cluster values were recorded."))
     blocks.append(Heading(2, "Samples"))
     blocks.append(Para("Sample grids of seed 0 (or the lowest seed run) at equal steps, one method per column."))
-    blocks += _samples(grid) or [Para("No sample grids found.")]
+    blocks += _samples(grid, figures) or [Para("No sample grids found.")]
     blocks += _provenance(grid)
     return blocks

@@ -31,7 +31,7 @@ def primary_table(grid: Grid, cells: list[Cell]) -> Table:
     header = (
         ["method"]
         + (["weighting"] if multi else [])
-        + ["seeds", f"final {grid.metric} (mean ± std)", "best (mean ± std of each seed's best)"]
+        + ["seeds", f"final {grid.metric_name(grid.metric)} (mean ± std)", "best (mean ± std of each seed's best)"]
     )
     rows = []
     for c in cells:
@@ -61,9 +61,9 @@ def verdict_table(grid: Grid, v: Verdict) -> Table:
             "faster / pairs",
             "censored",
             "Holm p (Wilcoxon; t)",
-            f"Δ {grid.metric} at step {v.budget} (95% CI)",
+            f"Δ {grid.metric_name(grid.metric)} at step {v.budget} (95% CI)",
             "Holm p (Wilcoxon; t)",
-            f"Δ {grid.metric} at step {v.target_fraction * v.budget:.0f} (95% CI)",
+            f"Δ {grid.metric_name(grid.metric)} at step {v.target_fraction * v.budget:.0f} (95% CI)",
             "Holm p (Wilcoxon; t)",
         ]
     )
@@ -107,7 +107,7 @@ def other_table(grid: Grid, cells: list[Cell], metrics: list[str]) -> Table:
     header = ["metric"] + [grid.label(c.weighting, c.method) for c in cells]
     rows = []
     for metric in metrics:
-        row = [metric_label(metric)]
+        row = [metric_label(metric, name=grid.metric_name(metric))]
         for c in cells:
             finals = [final_value(r.curve(metric)) for r in c.runs.values()]
             have = sum(f is not None for f in finals)
