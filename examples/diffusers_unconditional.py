@@ -30,7 +30,7 @@ order; the EMA model is registered for checkpointing instead of saved by hooks.
 ``draws_rank<r>.jsonl`` (a resumed run appends, after a ``{"resumed_from": step}`` line), which the
 tests compare between an interrupted and an uninterrupted run.
 
-Run (one process; the defaults: 20 epochs of 28 steps)::
+Run (one process; the defaults: 10 epochs of 28 steps)::
 
     python examples/diffusers_unconditional.py
     python examples/diffusers_unconditional.py --sampler learning_progress
@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--output_dir", type=Path, default=Path("runs/diffusers_unconditional"))
     p.add_argument("--train_batch_size", type=int, default=64, help="images per process per micro-batch")
-    p.add_argument("--num_epochs", type=int, default=20)
+    p.add_argument("--num_epochs", type=int, default=10)
     p.add_argument("--max_train_steps", type=int, default=None,
                    help="optimizer steps; overrides --num_epochs (as in diffusers' other scripts)")
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)

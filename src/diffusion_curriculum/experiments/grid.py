@@ -14,8 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..assembly import check_sampler_params
-from ..config import Config, ConfigError, check_name, load_config
+from ..config import Config, ConfigError, check_name, check_sampler_params, load_config
 from ..safe_yaml import load_yaml, short
 from ..sampler import ORDERS
 from ..samplers import SAMPLERS
