@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -106,14 +105,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
             torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_one_main_process_checkpoint_through_accelerate_resumes_every_rank_exactly(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+def test_one_main_process_checkpoint_through_accelerate_resumes_every_rank_exactly(tmp_path, free_port):
+    mp.spawn(_worker, args=(2, free_port, str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert sorted(p.name for p in (tmp_path / "checkpoint").glob("custom_checkpoint_*")) == [
         f"custom_checkpoint_{i}.pkl" for i in range(len(NAMES))

@@ -4,7 +4,6 @@ exact resume, two processes, diffusers pipeline loading, and bad input."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -143,13 +142,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
     assert ra == rb  # no duplicated or missing log lines
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_process_cpu_run_logs_the_same_stage_on_every_rank(tmp_path):
+def test_two_process_cpu_run_logs_the_same_stage_on_every_rank(tmp_path, free_port):
     out = tmp_path / "ddp"
     cmd = [
         sys.executable,
@@ -158,7 +151,7 @@ def test_two_process_cpu_run_logs_the_same_stage_on_every_rank(tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        str(_free_port()),
+        str(free_port),
         "-m",
         "diffusion_curriculum.cli",
         "train",
