@@ -88,3 +88,11 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("diffusion-curriculum: interrupted")
+
+
+def test_compare_help_names_every_preset():
+    from diffusion_curriculum.experiments.grid import PRESETS
+
+    proc = subprocess.run(["diffusion-curriculum", "compare", "--help"], capture_output=True, text=True, timeout=120)
+    text = " ".join(proc.stdout.split())
+    assert proc.returncode == 0 and all(name in text for name in PRESETS), text

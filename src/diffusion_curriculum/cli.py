@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--inception-weights", metavar="PATH", help="standard Inception-v3 FID weights (pt_inception-2015-12-05)"
     )
+    evaluate.add_argument(
+        "--evaluator",
+        metavar="DIR",
+        help="an evaluator fitted on the run's data (fit-evaluator --dataset PATH --out DIR)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print each record as a JSON line instead of a summary")
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -161,22 +166,37 @@ def build_parser() -> argparse.ArgumentParser:
         "finished runs and resumes the others from their last checkpoint.",
     )
     source = compare.add_mutually_exclusive_group()
-    source.add_argument("--preset", help="smoke, quick (default), gmm, aa, uncond, class, text or gpu")
+    source.add_argument(
+        "--preset", help="smoke, quick (default), gmm, aa, samplers, samplers_digits, uncond, class, text or gpu"
+    )
     source.add_argument("--config", type=Path, help="a grid YAML file (see the presets for the format)")
     compare.add_argument("--out", type=Path, help="output folder (default runs/compare_<name>)")
     compare.add_argument("--workers", type=_positive_int, help="parallel runs (default: the grid's, at most the cores)")
     compare.add_argument("--overwrite", action="store_true", help="replace a different grid already in --out")
+    compare.add_argument(
+        "--inception-weights",
+        metavar="PATH",
+        help="score images in standard Inception-v3 features (overrides the grid's eval.inception_weights)",
+    )
     compare.set_defaults(func=_cmd_compare)
 
     fit = sub.add_parser(
         "fit-evaluator",
-        help="train the digit classifier whose features the image metrics use",
-        description="Train the evaluator of a built-in image data set on its training split (seeded) and "
-        "record its weights' SHA-256 and held-out accuracy. The package ships the result; this reproduces it.",
+        help="train the network whose features the image metrics use (FID, KID, ...)",
+        description="With digits or mnist5k: train the shipped classifier of that data set again (the package "
+        "ships the result; this reproduces it) into OUT/<dataset>.safetensors and OUT/manifest.json. With a path "
+        "to your own images (a folder, .npz or .npy): fit a classifier (labelled data) or a small autoencoder "
+        "(unlabelled) on its seed-0 training split, at the resolution the runs train at (--downsample as "
+        "data.downsample), and write OUT/evaluator.safetensors and OUT/manifest.json with the data's content "
+        "hash, the held-out accuracy or reconstruction error and the real-vs-real FID (the noise floor); then "
+        "use it with evaluate --evaluator OUT or a grid's eval.evaluator: OUT.",
     )
-    fit.add_argument("--dataset", choices=("digits", "mnist5k"), required=True)
+    fit.add_argument("--dataset", required=True, help="digits, mnist5k, or a path to an image folder / .npz / .npy")
     fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--out", type=Path, required=True, help="folder for <dataset>.safetensors and manifest.json")
+    fit.add_argument("--out", type=Path, required=True, help="output folder")
+    fit.add_argument("--downsample", type=_positive_int, default=1, help="as data.downsample of the runs (default 1)")
+    fit.add_argument("--epochs", type=_positive_int, help="default: about 1,500 steps, 1 to 30 epochs (own data)")
+    fit.add_argument("--overwrite", action="store_true", help="replace an evaluator already in --out (own data)")
     fit.set_defaults(func=_cmd_fit_evaluator)
 
     study = sub.add_parser(
@@ -532,6 +552,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         steps=args.steps,
         guidance_scale=args.guidance_scale,
         inception_weights=args.inception_weights,
+        evaluator=args.evaluator,
     )
     records = evaluate_run(args.run, all_checkpoints=args.all_checkpoints, settings=settings)
     for record in records:
@@ -573,9 +594,11 @@ def _eval_summary(record: dict[str, Any]) -> str:
     if "nonfinite_samples" in record:
         lines.append(f"  {record['nonfinite_samples']} samples are NaN or infinite: no metric is meaningful")
     if isinstance(record.get("fid"), int | float):
+        floor = record.get("fid_noise_floor")
         lines.append(
-            f"  FID {record['fid']:.4g} in {feature_space(record.get('extractor'))}; KID, precision, recall, density "
-            "and coverage are computed in the same features"
+            f"  FID {record['fid']:.4g} in {feature_space(record.get('extractor'))}"
+            + (f" (real-vs-real noise floor {floor:.4g})" if isinstance(floor, int | float) else "")
+            + "; KID, precision, recall, density and coverage are computed in the same features"
         )
     for lower in (True, False):
         spread = f" ± {record['kid_std']:.2g}" if "kid_std" in record else ""
@@ -607,15 +630,44 @@ def _cmd_compare(args: argparse.Namespace) -> None:
         workers=args.workers,
         overwrite=args.overwrite,
         command="diffusion-curriculum " + " ".join(sys.argv[1:]),
+        inception_weights=args.inception_weights,
     )
     print(f"report: {report} (and {report.with_suffix('.html')})")
 
 
 def _cmd_fit_evaluator(args: argparse.Namespace) -> None:
-    from .metrics.evaluator import fit_evaluator
+    from .metrics.evaluator import EVALUATOR_DATASETS, fit_evaluator
 
-    record = fit_evaluator(args.dataset, seed=args.seed, out_dir=args.out)
-    print(json.dumps(record))
+    if args.dataset in EVALUATOR_DATASETS:
+        if args.downsample != 1:
+            raise UserError(
+                f"--downsample: the shipped {args.dataset} evaluator is fitted at full size; "
+                f"to fit one at another size, save the data as an .npz and pass its path"
+            )
+        record = fit_evaluator(args.dataset, seed=args.seed, epochs=args.epochs, out_dir=args.out)
+        print(json.dumps(record))
+        return
+    from .metrics.fitted import fit_user_evaluator
+
+    manifest = fit_user_evaluator(
+        args.dataset,
+        out_dir=args.out,
+        seed=args.seed,
+        epochs=args.epochs,
+        downsample=args.downsample,
+        overwrite=args.overwrite,
+    )
+    quality = (
+        f"held-out accuracy {manifest['heldout_accuracy']:.4f}"
+        if manifest["labelled"]
+        else f"held-out reconstruction MSE {manifest['heldout_reconstruction_mse']:.4g}"
+    )
+    print(
+        f"{'classifier' if manifest['labelled'] else 'autoencoder'} fitted on {args.dataset} at "
+        f"{'x'.join(map(str, manifest['resolution']))} in {manifest['fit_s']:.0f} s: {quality}, real-vs-real FID "
+        f"(noise floor, {manifest['noise_floor_n']} vs {manifest['noise_floor_n']} images) "
+        f"{manifest['fid_noise_floor']:.4g}; wrote {args.out / 'evaluator.safetensors'} and manifest.json"
+    )
 
 
 def _cmd_clusters(args: argparse.Namespace) -> None:

@@ -1,9 +1,11 @@
 """Evaluate a run: generate a fixed set of samples per checkpoint and score them.
 
 Images are scored in a feature space (the shipped digit classifiers for ``digits`` and
-``mnist5k``, or standard Inception-v3 from a weights file the user gives); vector data against
-the true distribution. Reference features are computed once per (data set, split, extractor)
-and cached. Every setting that changes a number (sample count, seed, solver, steps, guidance,
+``mnist5k``, an evaluator fitted on the user's data by ``fit-evaluator``, or standard Inception-v3
+from a weights file the user gives); vector data against the true distribution. Reference features
+are computed once per (data content, split, resolution, extractor) and cached: keyed by the data's
+content hash, not its path, so a data file overwritten in place is never scored against the old
+file's features. Every setting that changes a number (sample count, seed, solver, steps, guidance,
 extractor) is written next to the number.
 """
 
@@ -45,14 +47,15 @@ class EvalSettings:
     steps: int | None = None  # None: the run's sample.steps
     guidance_scale: float | None = None  # None: the run's sample.guidance_scale
     inception_weights: str | None = None
+    evaluator: str | None = None  # a folder written by fit-evaluator (metrics/fitted.py)
     progress: bool = True
 
 
 def feature_space(extractor: str | None, *, short: bool = False) -> str:
     """The feature space an evaluation's FID, KID and precision/recall were computed in, in words, from the
-    ``extractor`` its eval.jsonl record names (``digits-<sha>``, ``mnist5k-<sha>``, ``inception-<sha>`` or
-    ``exact``). A FID in a shipped digit classifier's features is not one in Inception-v3's, so every FID shown
-    says which it is; ``short`` leaves out the weights' hash (for figure labels)."""
+    ``extractor`` its eval.jsonl record names (``digits-<sha>``, ``mnist5k-<sha>``, ``fitted-<sha>``,
+    ``inception-<sha>`` or ``exact``). A FID in a shipped digit classifier's features is not one in
+    Inception-v3's, so every FID shown says which it is; ``short`` leaves out the weights' hash (for figure labels)."""
     if not extractor:
         return "an unrecorded feature space"
     if extractor == "exact":
@@ -60,18 +63,34 @@ def feature_space(extractor: str | None, *, short: bool = False) -> str:
     if extractor.startswith("inception-"):
         return "Inception-v3 features" if short else f"Inception-v3 pool3 features (weights {extractor})"
     name = extractor.rsplit("-", 1)[0]
+    if name == "fitted":
+        if short:
+            return "fitted-evaluator features"
+        return f"the features of an evaluator fitted on this data ({extractor})"
     return f"{name}-classifier features" if short else f"the shipped {name} classifier's features ({extractor})"
 
 
 class _Extractor:
     """Features (and logits where the extractor is a classifier) for images in [-1, 1]."""
 
-    def __init__(self, dataset: str, inception_weights: str | None, device: torch.device) -> None:
+    def __init__(
+        self, dataset: str, inception_weights: str | None, device: torch.device, evaluator: str | None = None
+    ) -> None:
         from .metrics.evaluator import EVALUATOR_DATASETS, load_evaluator
 
         self.classifier = None
         self.inception = None
-        if inception_weights is not None:
+        self.fitted = None
+        self.noise_floor: float | None = None  # real-vs-real FID of the evaluator's data, where it records one
+        if inception_weights is not None and evaluator is not None:
+            raise UserError("give --inception-weights or --evaluator, not both")
+        if evaluator is not None:
+            from .metrics.fitted import load_fitted_evaluator
+
+            self.fitted = load_fitted_evaluator(evaluator)
+            self.identity = self.fitted.identity
+            self.noise_floor = self.fitted.noise_floor
+        elif inception_weights is not None:
             from .metrics.inception import load_inception
 
             self.inception = load_inception(inception_weights, device=device)
@@ -81,14 +100,22 @@ class _Extractor:
             self.classifier = load_evaluator(dataset)
             self.identity = self.classifier.identity
         else:
+            from .metrics.fitted import fit_hint
             from .metrics.inception import INCEPTION_HELP
 
             raise UserError(
                 f"no shipped feature extractor for data set {dataset!r} (only {', '.join(EVALUATOR_DATASETS)}): "
-                + INCEPTION_HELP
+                f"fit one on it with `{fit_hint(dataset)}` and pass --evaluator DIR, or " + INCEPTION_HELP
             )
 
+    def check(self, config: Config, data: DatasetBundle) -> None:
+        """Refuse a fitted evaluator whose data content or resolution is not the run's (one line)."""
+        if self.fitted is not None:
+            self.fitted.check_matches(config.data.dataset, data.shape, config.data.downsample)
+
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.fitted is not None:
+            return self.fitted.features_and_logits(images)
         if self.inception is not None:
             from .metrics.inception import inception_features
 
@@ -103,15 +130,20 @@ class _Extractor:
 
 
 def _reference_features(config: Config, data: DatasetBundle, extractor: _Extractor) -> torch.Tensor:
-    """Features of the training split, cached under a key of data set, split and extractor."""
+    """Features of the training split, cached under a key of the data's content hash (not its path: a file
+    overwritten in place gets new features), split, resolution and extractor."""
+    from .data.hashing import content_hash
+
     key = hashlib.sha256(
         json.dumps(
             [
-                config.data.dataset,
+                content_hash(config.data.dataset),
                 config.seed,
                 config.data.heldout_fraction,
                 "train",
                 extractor.identity,
+                list(data.shape),
+                config.data.on_bad_file,
                 *([f"downsample={config.data.downsample}"] if config.data.downsample != 1 else []),
             ]
         ).encode()
@@ -176,7 +208,8 @@ def _evaluate_run(run: Path, all_checkpoints: bool, settings: EvalSettings) -> l
     data = build_dataset(config)
     extractor, reference = None, None
     if data.kind == "image":
-        extractor = _Extractor(config.data.dataset, settings.inception_weights, device)
+        extractor = _Extractor(config.data.dataset, settings.inception_weights, device, settings.evaluator)
+        extractor.check(config, data)
         reference = _reference_features(config, data, extractor)
     records = []
     targets = _targets(run, all_checkpoints)
@@ -226,6 +259,8 @@ def _evaluate_run(run: Path, all_checkpoints: bool, settings: EvalSettings) -> l
             guidance_scale=sampling.guidance_scale,
             extractor=extractor.identity if extractor is not None else "exact",
         )
+        if extractor is not None and extractor.noise_floor is not None:
+            record["fid_noise_floor"] = extractor.noise_floor
         records.append(record)
     report("evaluate", len(targets), len(targets))
     records.sort(key=lambda r: r["step"])

@@ -141,7 +141,7 @@ def load_image_folder(root: Path, *, on_bad_file: str, captions: bool) -> RawDat
     if bad and on_bad_file == "error":
         raise DataError(
             f"{len(bad)} unreadable image file(s) in {root}: {_name_some(reasons)}; "
-            "pass on_bad_file='skip' to skip them"
+            "skip them with --set data.on_bad_file=skip (on_bad_file='skip' from Python)"
         )
     if not arrays:
         raise DataError(f"no readable images in {root}")
@@ -175,7 +175,13 @@ _EXPECTED = (
 
 
 def _array_to_tensor(x: np.ndarray, where: str) -> torch.Tensor:
-    """Check an array's dtype and shape and convert it to float32 images in [-1, 1] or vectors."""
+    """Check an array's dtype and shape and convert it to float32 images in [-1, 1] or vectors.
+
+    Float images in [0, 1] (the other common float convention) are refused rather than guessed at: an
+    image set whose pixels happen to be non-negative cannot be told from one in [0, 1], and training on
+    [0, 1] as if it were [-1, 1] silently halves the contrast the model learns."""
+    if x.size == 0:
+        raise DataError(f"{where}: the array is empty ({x.dtype} of shape {x.shape}); {_EXPECTED}")
     if x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating):
         if x.ndim == 2 and x.dtype != np.uint8:
             out = torch.from_numpy(x.astype(np.float32))
@@ -203,8 +209,32 @@ def _array_to_tensor(x: np.ndarray, where: str) -> torch.Tensor:
                 f"{where}: float images range over [{lo:g}, {hi:g}], expected [-1, 1] "
                 "(store uint8 0..255 to have them scaled)"
             )
+        if lo >= 0.0 and 0.0 < hi <= 1.0:
+            raise DataError(
+                f"{where}: float images range over [{lo:g}, {hi:g}], which looks like the [0, 1] convention; "
+                "the trainer expects floats in [-1, 1] or uint8 0..255: store x * 2 - 1, "
+                "or (x * 255).round().astype(np.uint8)"
+            )
         return out.clamp_(-1.0, 1.0)
     raise DataError(f"{where}: got dtype {x.dtype}; {_EXPECTED} (convert 0..255 integers with .astype(np.uint8))")
+
+
+def _check_label_range(y: np.ndarray, where: str) -> None:
+    """Labels must be 0..K-1 with every class present: the number of classes is read from the largest
+    label, so one stray label (100 among 0..9) would otherwise make 101 classes, 91 of them empty, which
+    class-conditional sample grids and class accuracy then cycle through."""
+    present = np.unique(y)
+    k = int(present[-1]) + 1
+    if len(present) != k:
+        missing = sorted(set(range(k)) - {int(v) for v in present})
+        rare = [int(v) for v in present if int((y == v).sum()) <= 2 and int(v) >= len(present)]
+        shown = _name_some([str(m) for m in missing])
+        raise DataError(
+            f"{where}: labels must be 0..K-1 with every class present, but they run to {k - 1} and "
+            f"{len(missing)} class(es) have no item ({shown})"
+            + (f"; check the stray label(s) {_name_some([str(r) for r in rare])}" if rare else "")
+            + "; renumber them, e.g. with np.unique(y, return_inverse=True)[1]"
+        )
 
 
 def _check_npy_header(fp, stored: int, where: str) -> None:
@@ -264,6 +294,7 @@ def load_array_file(path: Path, *, captions: bool) -> RawData:
             raise DataError(
                 f"{path}[{label_key!r}]: expected {len(x)} non-negative integer labels, got {y.dtype} {y.shape}"
             )
+        _check_label_range(y, f"{path}[{label_key!r}]")
         labels = torch.from_numpy(y.astype(np.int64))
     caption_list = None
     if captions:

@@ -23,7 +23,17 @@ __all__ = ["PRESETS", "GridConfig", "Method", "RunSpec", "load_grid", "preset_pa
 
 PRESETS = ("smoke", "quick", "gmm", "aa", "uncond", "class", "text", "gpu", "samplers", "samplers_digits")
 _GRID_KEYS = {"name", "base", "methods", "weightings", "seeds", "eval", "workers", "primary_metric", "aa_seed_offset"}
-_EVAL_KEYS = {"every", "n", "steps", "solver", "dense_every", "dense_items", "target_fraction"}
+_EVAL_KEYS = {
+    "every",
+    "n",
+    "steps",
+    "solver",
+    "dense_every",
+    "dense_items",
+    "target_fraction",
+    "evaluator",
+    "inception_weights",
+}
 AA = "aa"  # the A/A arm: the uniform baseline again, under other seeds
 _LABEL = re.compile(r"[A-Za-z0-9_]+")
 
@@ -71,6 +81,8 @@ class GridConfig:
     eval_dense_items: int = 256
     target_fraction: float = 0.5
     aa_seed_offset: int | None = None
+    eval_evaluator: str | None = None  # a folder written by fit-evaluator for the grid's own data
+    eval_inception_weights: str | None = None  # Inception-v3 FID weights: score images in its features
     raw: dict[str, Any] = field(default_factory=dict)
     method_specs: dict[str, Method] = field(default_factory=dict)  # by label; a label without one is an order
 
@@ -200,6 +212,9 @@ def load_grid(path: str | Path) -> GridConfig:
     fraction = ev.get("target_fraction", 0.5)
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise ConfigError(f"eval.target_fraction: expected a number in (0, 1], got {short(fraction)}")
+    for key in ("evaluator", "inception_weights"):
+        if ev.get(key) is not None and not (isinstance(ev[key], str) and ev[key]):
+            raise ConfigError(f"eval.{key}: expected a path, got {short(ev[key])}")
     offset = raw.get("aa_seed_offset")
     if offset is not None and not (isinstance(offset, int) and not isinstance(offset, bool) and offset > max(seeds)):
         raise ConfigError(f"aa_seed_offset: expected an integer above every seed (disjoint seeds), got {short(offset)}")
@@ -224,6 +239,8 @@ def load_grid(path: str | Path) -> GridConfig:
         eval_dense_items=ev.get("dense_items", 256),
         target_fraction=float(fraction),
         aa_seed_offset=offset,
+        eval_evaluator=ev.get("evaluator"),
+        eval_inception_weights=ev.get("inception_weights"),
         raw=raw,
         method_specs={label: m for label, m in specs.items() if m.sampler != "curriculum"},
     )

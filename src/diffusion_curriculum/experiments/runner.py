@@ -30,7 +30,8 @@ __all__ = ["run_grid"]
 
 DONE = "done.json"
 # What a grid writes into its folder besides grid.yaml and runs/ (--overwrite deletes exactly these).
-GRID_OUTPUTS = ("grid.json", "report.md", "report.html", "figures", PROGRESS_DIR)
+GRID_OUTPUTS = ("grid.json", "report.md", "report.html", "figures", PROGRESS_DIR, "evaluator")
+AUTO = "auto"  # eval.evaluator: auto: compare fits an evaluator on the grid's data into OUT/evaluator first
 
 
 def _versions() -> dict[str, str]:
@@ -55,6 +56,10 @@ def _machine() -> dict[str, Any]:
     }
 
 
+# What the report says of an evaluator compare fitted itself (eval.evaluator: auto), from its manifest.
+_FIT_SUMMARY = ("labelled", "heldout_accuracy", "heldout_reconstruction_mse", "fid_noise_floor", "fit_s", "n_train")
+
+
 def _primary_metric(grid: GridConfig) -> tuple[str, bool]:
     """The sample-quality metric speed-ups are measured on, and whether lower is better."""
     if grid.primary_metric:
@@ -66,8 +71,11 @@ def _primary_metric(grid: GridConfig) -> tuple[str, bool]:
     return ("sliced_wasserstein" if vector else "fid"), True
 
 
-def run_one(grid_file: str, spec_name: str, out: str, threads: int, quiet: bool = True) -> dict[str, Any]:
-    """Train, evaluate and mark one run done; resumable at every point. Runs in a worker process."""
+def run_one(
+    grid_file: str, spec_name: str, out: str, threads: int, quiet: bool = True, inception_weights: str | None = None
+) -> dict[str, Any]:
+    """Train, evaluate and mark one run done; resumable at every point. Runs in a worker process.
+    ``inception_weights`` (compare's --inception-weights) overrides the grid's eval.inception_weights."""
     from ..evaluation import EvalSettings, evaluate_run
     from ..training.trainer import train_or_resume
 
@@ -83,7 +91,13 @@ def run_one(grid_file: str, spec_name: str, out: str, threads: int, quiet: bool 
     with reporting(Path(out) / PROGRESS_DIR / f"{spec.name}.json"):
         train_or_resume(config, progress=not quiet)
         settings = EvalSettings(
-            n=grid.eval_n, seed=0, steps=grid.eval_steps, solver=grid.eval_solver, progress=not quiet
+            n=grid.eval_n,
+            seed=0,
+            steps=grid.eval_steps,
+            solver=grid.eval_solver,
+            progress=not quiet,
+            inception_weights=inception_weights or grid.eval_inception_weights,
+            evaluator=str(Path(out) / "evaluator") if grid.eval_evaluator == AUTO else grid.eval_evaluator,
         )
         evaluate_run(run_dir, all_checkpoints=True, settings=settings)
     record = {
@@ -116,19 +130,107 @@ def _run_one_star(args: tuple) -> dict[str, Any]:
     return run_one(*args)
 
 
+def check_metrics(grid: GridConfig, inception_weights: str | None = None) -> None:
+    """Refuse, in one line and before anything is trained or written, a grid whose image metrics could not be
+    computed: image data with no shipped evaluator, no ``eval.evaluator`` and no Inception weights, an evaluator
+    fitted on other data or at another resolution, or a weights file that is not there. Vector data is scored
+    exactly and needs none."""
+    from ..assembly import build_dataset
+    from ..config import load_config
+    from ..errors import UserError
+    from ..metrics.evaluator import EVALUATOR_DATASETS
+    from ..metrics.fitted import fit_hint, load_fitted_evaluator
+    from .grid import _flatten
+
+    config = load_config(overrides=_flatten(grid.base))
+    weights = inception_weights or grid.eval_inception_weights
+    dataset = config.data.dataset
+    if grid.eval_evaluator is not None and weights is not None:
+        raise UserError("eval.evaluator and Inception weights both given: choose one feature space")
+    if weights is not None:
+        if not Path(weights).expanduser().is_file():
+            raise UserError(f"Inception weights {weights}: no such file")
+        return
+    if grid.eval_evaluator is None and dataset in EVALUATOR_DATASETS:
+        return  # the shipped classifier's features
+    if grid.eval_evaluator == AUTO:
+        return  # fitted on this data by _auto_evaluator, once the folder is claimed
+    evaluator = None if grid.eval_evaluator is None else load_fitted_evaluator(grid.eval_evaluator)
+    data = build_dataset(config)
+    if data.kind != "image":
+        return
+    if evaluator is None:
+        raise UserError(
+            f"grid {grid.name}: no feature space to score images of {dataset} in: fit an evaluator with "
+            f"`{fit_hint(dataset, config.data.downsample)}` and set eval.evaluator: DIR in the grid "
+            "(or eval.evaluator: auto, or pass --inception-weights PATH); nothing was trained"
+        )
+    evaluator.check_matches(dataset, data.shape, config.data.downsample)
+
+
+def _auto_evaluator(grid: GridConfig, out: Path, progress: bool) -> dict[str, Any] | None:
+    """With ``eval.evaluator: auto``, the manifest of the evaluator fitted on the grid's data in OUT/evaluator:
+    the one a restarted grid fitted before if it still matches the data, else a new fit. None otherwise, and for
+    vector data (scored exactly)."""
+    if grid.eval_evaluator != AUTO:
+        return None
+    from ..assembly import build_dataset
+    from ..config import load_config
+    from ..errors import UserError
+    from ..metrics.fitted import fit_user_evaluator, load_fitted_evaluator
+    from .grid import _flatten
+
+    config = load_config(overrides=_flatten(grid.base))
+    data = build_dataset(config)
+    if data.kind != "image":
+        return None
+    folder = out / "evaluator"
+    if (folder / "manifest.json").is_file():
+        try:
+            evaluator = load_fitted_evaluator(folder)
+            evaluator.check_matches(config.data.dataset, data.shape, config.data.downsample)
+            return evaluator.manifest
+        except UserError:
+            pass  # other data since, or a torn fit: fit again
+    return fit_user_evaluator(
+        config.data.dataset,
+        out_dir=folder,
+        downsample=config.data.downsample,
+        on_bad_file=config.data.on_bad_file,
+        overwrite=True,
+        progress=progress,
+    )
+
+
 def run_grid(
-    grid_file: str | Path, out: str | Path, *, workers: int | None = None, overwrite: bool = False, command: str = ""
+    grid_file: str | Path,
+    out: str | Path,
+    *,
+    workers: int | None = None,
+    overwrite: bool = False,
+    command: str = "",
+    inception_weights: str | None = None,
 ) -> Path:
     """Run (or finish) every run of a grid and write OUT/report.md and OUT/report.html. OUT is locked
-    meanwhile: a second grid in it is refused."""
+    meanwhile: a second grid in it is refused. Every metric the grid needs is checked first
+    (:func:`check_metrics`): a grid that could not be scored is refused before any run folder exists."""
     grid_file, out = Path(grid_file), Path(out)
     grid = load_grid(grid_file)
+    check_metrics(grid, inception_weights)
     check_claim(out, "grid.yaml", "grid", overwrite, GRID_OUTPUTS)  # before the lock: a refused folder is untouched
     with folder_lock(out):
-        return _run_grid(grid, grid_file, out, workers, overwrite, command)
+        return _run_grid(grid, grid_file, out, workers, overwrite, command, inception_weights)
 
 
-def _run_grid(grid: GridConfig, grid_file: Path, out: Path, workers: int | None, overwrite: bool, command: str) -> Path:
+def _run_grid(
+    grid: GridConfig,
+    grid_file: Path,
+    out: Path,
+    workers: int | None,
+    overwrite: bool,
+    command: str,
+    inception_weights: str | None = None,
+) -> Path:
     claim_folder(out, "grid.yaml", grid_file.read_text(), "grid", overwrite, GRID_OUTPUTS, validate=load_grid)
     specs: list[RunSpec] = grid.runs()
     warnings: list[str] = []
@@ -141,6 +243,7 @@ def _run_grid(grid: GridConfig, grid_file: Path, out: Path, workers: int | None,
             build_sampler(config, build_objective(config), rank=0)
     for warning in warnings:
         print(f"diffusion-curriculum: warning: {warning}", file=sys.stderr)
+    auto = _auto_evaluator(grid, out, progress=sys.stderr.isatty())
     n_workers = max(1, min(workers or grid.workers, os.cpu_count() or 1, len(specs)))
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     metric, lower = _primary_metric(grid)
@@ -155,7 +258,7 @@ def _run_grid(grid: GridConfig, grid_file: Path, out: Path, workers: int | None,
     with board:
         board.note(f"{len(specs)} runs ({len(done_before)} already done), {n_workers} worker(s) x {threads} thread(s)")
         for round_specs in rounds:
-            jobs = [(str(out / "grid.yaml"), s.name, str(out), threads) for s in round_specs]
+            jobs = [(str(out / "grid.yaml"), s.name, str(out), threads, True, inception_weights) for s in round_specs]
             for record in imap_jobs(_run_one_star, jobs, n_workers):
                 records[record["name"]] = record
                 if record["name"] not in done_before:
@@ -175,6 +278,9 @@ def _run_grid(grid: GridConfig, grid_file: Path, out: Path, workers: int | None,
             "steps": grid.eval_steps,
             "solver": grid.eval_solver,
             "seed": 0,
+            "evaluator": "evaluator" if grid.eval_evaluator == AUTO else grid.eval_evaluator,
+            "inception_weights": inception_weights or grid.eval_inception_weights,
+            "evaluator_fitted": None if auto is None else {k: auto.get(k) for k in _FIT_SUMMARY},
         },
         "base_config": base_config.to_dict(),
         "grid_config": yaml.safe_load((out / "grid.yaml").read_text()),

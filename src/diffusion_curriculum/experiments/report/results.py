@@ -202,6 +202,13 @@ class Grid:
         spaces = list(dict.fromkeys(feature_space(x, short=short) for x in self.extractors))
         return " and ".join(spaces) if spaces else None
 
+    @property
+    def noise_floors(self) -> list[float]:
+        """The real-vs-real FIDs the runs' evaluations record (``fid_noise_floor``, from a fitted evaluator's
+        manifest): the FID two halves of the real data score against each other in the same features."""
+        found = {e.get("fid_noise_floor") for r in self.runs for e in r.evals}
+        return sorted(x for x in found if isinstance(x, int | float))
+
     def metric_name(self, metric: str) -> str:
         """A metric's name for text, tables and figures: FID and KID with their feature space, e.g.
         ``fid in digits-classifier features``, since a FID means nothing without it."""

@@ -189,6 +189,8 @@ def _summary(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[Block]:
                     else ": comparable between runs of this package, not with published FIDs, which are computed "
                     "in Inception-v3's features."
                 )
+                + _noise_floor_text(grid.noise_floors)
+                + _fitted_text((info.get("eval") or {}).get("evaluator_fitted"))
             )
         )
     for warning in info.get("warnings", []):
@@ -197,6 +199,32 @@ def _summary(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[Block]:
         for note in run.repaired:  # a torn last line left out: say so where the numbers are read
             blocks.append(Para(f"**Repaired:** run `{run.name}`: {note}."))
     return blocks
+
+
+def _noise_floor_text(floors: list[float]) -> str:
+    """The sentence that puts FID beside its evaluator's noise floor, or nothing when no evaluation records one."""
+    if not floors:
+        return ""
+    shown = " and ".join(f"{f:.4g}" for f in floors)
+    return (
+        f" The evaluator's noise floor, the FID between two disjoint halves of the real data in these features, "
+        f"is {shown}: a FID near it is as close to the data as the data is to itself (FID falls with the "
+        "number of images compared, so read it as an order of magnitude)."
+    )
+
+
+def _fitted_text(fitted: dict | None) -> str:
+    """The sentence on an evaluator this grid fitted itself (``eval.evaluator: auto``), or nothing."""
+    if not fitted:
+        return ""
+    if fitted.get("labelled"):
+        quality = f"a classifier with held-out accuracy {fitted.get('heldout_accuracy', float('nan')):.3f}"
+    else:
+        quality = f"an autoencoder with held-out reconstruction MSE {fitted.get('heldout_reconstruction_mse'):.3g}"
+    return (
+        f" The evaluator was fitted by this grid on its own data (`eval.evaluator: auto`, in `evaluator/`): "
+        f"{quality}, on {fitted.get('n_train')} training images in {fitted.get('fit_s', 0):.0f} s."
+    )
 
 
 def _sample_path(run: Run, step: int) -> Path:
