@@ -18,7 +18,7 @@ from typing import Any
 
 from . import __version__
 from .errors import UserError
-from .interrupts import handle_stop_signals
+from .interrupts import deferred_signals, handle_stop_signals
 
 SCHEDULES = ("linear", "cosine", "scaled_linear", "squaredcos_cap_v2")  # cosine: squaredcos_cap_v2
 
@@ -716,7 +716,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args = None
     try:
         with handle_stop_signals():
-            parser = build_parser()
+            # build_parser imports torch: a KeyboardInterrupt raised inside torch's import can abort the
+            # process (SIGABRT), so a signal then is held until the import is done, and acted on after
+            with deferred_signals():
+                parser = build_parser()
             args = parser.parse_args(argv)
             command = args.command
             args.func(args)
