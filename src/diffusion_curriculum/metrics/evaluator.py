@@ -185,6 +185,19 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def verified_weights(path: Path, expected: str) -> tuple[bytes, str]:
+    """The bytes of an evaluator's weights file and their SHA-256, refused (one line) when the file is
+    missing or its hash is not the one its manifest records."""
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        raise UserError(f"evaluator weights {path} are missing or unreadable") from None
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != expected:
+        raise UserError(f"evaluator weights {path} have SHA-256 {digest}, the manifest records {expected}")
+    return blob, digest
+
+
 def load_evaluator(dataset: str, weights_dir: Path | None = None) -> Evaluator:
     """Load the shipped classifier for ``dataset`` after checking the file's SHA-256 against the manifest."""
     _check_dataset(dataset)
@@ -195,14 +208,7 @@ def load_evaluator(dataset: str, weights_dir: Path | None = None) -> Evaluator:
         image_size, widths = entry["architecture"]["image_size"], tuple(entry["architecture"]["widths"])
     except (KeyError, TypeError, ValueError):
         raise UserError(f"evaluator manifest {folder / MANIFEST} has no complete entry for {dataset!r}") from None
-    path = folder / file
-    try:
-        blob = path.read_bytes()
-    except OSError:
-        raise UserError(f"evaluator weights {path} are missing or unreadable") from None
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != expected:
-        raise UserError(f"evaluator weights {path} have SHA-256 {digest}, the manifest records {expected}")
+    blob, digest = verified_weights(folder / file, expected)
     model = DigitClassifier(image_size, widths)
     model.load_state_dict(load_safetensors(blob))
     model.eval().requires_grad_(False)

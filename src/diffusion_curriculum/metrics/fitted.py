@@ -36,7 +36,7 @@ from ..data.hashing import content_hash
 from ..errors import UserError
 from ..runs.atomic import write_atomic
 from .distribution import FeatureStats, frechet_distance
-from .evaluator import _WIDTHS, _conv_bn_relu, _deterministic, _shift
+from .evaluator import _WIDTHS, _conv_bn_relu, _deterministic, _shift, verified_weights
 
 __all__ = ["FITTED_KIND", "FeatureNet", "FittedEvaluator", "fit_user_evaluator", "load_fitted_evaluator"]
 
@@ -181,14 +181,7 @@ def load_fitted_evaluator(folder: str | Path) -> FittedEvaluator:
         _ = manifest["data_sha256"], manifest["resolution"]
     except (KeyError, TypeError, ValueError):
         raise UserError(f"evaluator manifest {folder / MANIFEST} is incomplete") from None
-    path = folder / WEIGHTS_FILE
-    try:
-        blob = path.read_bytes()
-    except OSError:
-        raise UserError(f"evaluator weights {path} are missing or unreadable") from None
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != expected:
-        raise UserError(f"evaluator weights {path} have SHA-256 {digest}, the manifest records {expected}")
+    blob, digest = verified_weights(folder / WEIGHTS_FILE, expected)
     model = FeatureNet(shape, n_classes, widths)
     model.load_state_dict(load_safetensors(blob))
     model.eval().requires_grad_(False)
