@@ -98,9 +98,9 @@ def test_every_preset_is_a_valid_grid(name):
         check_pacing(grid.run_config(spec, Path("/tmp/unused")))  # adaptive pacing able to fire, or refused
 
 
-def test_quick_preset_is_the_papers_comparison():
+def test_quick_preset_sets_the_papers_curriculum_and_the_recommended_sampler_beside_uniform():
     grid = load_grid(preset_path("quick"))
-    assert grid.methods == ["none", "easy_to_hard", "hard_to_easy"] and len(grid.seeds) >= 2
+    assert grid.methods == ["none", "easy_to_hard", "loss_importance"] and len(grid.seeds) >= 5
     assert grid.base["data"]["dataset"] == "digits"
 
 
