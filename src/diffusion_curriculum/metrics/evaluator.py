@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,6 +242,36 @@ def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def fit_loop(
+    model: nn.Module,
+    n: int,
+    batch_loss: Callable[[Tensor], Tensor],
+    *,
+    epochs: int,
+    g: torch.Generator,
+    desc: str,
+    progress: bool,
+) -> None:
+    """The one fitting loop of every evaluator (shipped and user-fitted): AdamW with a one-cycle LR
+    schedule over ``epochs`` passes of shuffled batches of the ``n`` training items (order drawn
+    from ``g``); ``batch_loss(indices)`` gives a batch's loss. Leaves ``model`` in eval mode, frozen."""
+    steps_per_epoch = math.ceil(n / _BATCH)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=_WEIGHT_DECAY)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, _LR, total_steps=epochs * steps_per_epoch)
+    model.train()
+    with tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress) as bar:
+        for _ in range(epochs):
+            for idx in torch.randperm(n, generator=g).split(_BATCH):
+                loss = batch_loss(idx)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    model.eval().requires_grad_(False)
+
+
 def fit_evaluator(
     dataset: str,
     *,
@@ -268,26 +298,20 @@ def fit_evaluator(
         x, y = x[:n_train], y[:n_train]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    steps_per_epoch = math.ceil(x.shape[0] / _BATCH)
     g = torch.Generator().manual_seed(int(seed))
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]), _deterministic():
         torch.manual_seed(int(seed))
         model = DigitClassifier(_IMAGE_SIZE[dataset])
-        optimizer = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=_WEIGHT_DECAY)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, _LR, total_steps=epochs * steps_per_epoch)
-        model.train()
-        with tqdm(total=epochs * steps_per_epoch, desc=f"fit {dataset} evaluator", disable=not progress) as bar:
-            for _ in range(epochs):
-                for idx in torch.randperm(x.shape[0], generator=g).split(_BATCH):
-                    loss = F.cross_entropy(model(_shift(x[idx], _MAX_SHIFT[dataset], g)), y[idx])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
-                    bar.update()
-                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    model.eval().requires_grad_(False)
+        fit_loop(
+            model,
+            x.shape[0],
+            lambda idx: F.cross_entropy(model(_shift(x[idx], _MAX_SHIFT[dataset], g)), y[idx]),
+            epochs=epochs,
+            g=g,
+            desc=f"fit {dataset} evaluator",
+            progress=progress,
+        )
     blob = save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()})
     digest = hashlib.sha256(blob).hexdigest()
     evaluator = Evaluator(dataset, model, digest, 0.0)

@@ -29,14 +29,13 @@ import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..data import load_dataset
 from ..data.hashing import content_hash
 from ..errors import UserError
 from ..runs.atomic import write_atomic
 from .distribution import FeatureStats, frechet_distance
-from .evaluator import _WIDTHS, _conv_bn_relu, _deterministic, _shift, verified_weights
+from .evaluator import _WIDTHS, _conv_bn_relu, _deterministic, _shift, fit_loop, verified_weights
 
 __all__ = ["FITTED_KIND", "FeatureNet", "FittedEvaluator", "fit_user_evaluator", "load_fitted_evaluator"]
 
@@ -239,24 +238,16 @@ def fit_user_evaluator(
     with torch.random.fork_rng(devices=[]), _deterministic():
         torch.manual_seed(int(seed))
         model = FeatureNet((c, h, w), data.n_classes if labelled else 0)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=_WEIGHT_DECAY)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, _LR, total_steps=epochs * steps_per_epoch)
-        model.train()
+
+        def batch_loss(idx: Tensor) -> Tensor:
+            if labelled:
+                return F.cross_entropy(model(_shift_channels(x[idx], max_shift, g)), y[idx])
+            return F.mse_loss(model(x[idx]), x[idx])
+
         what = "classifier" if labelled else "autoencoder"
-        with tqdm(total=epochs * steps_per_epoch, desc=f"fit {what} on {data.name}", disable=not progress) as bar:
-            for _ in range(epochs):
-                for idx in torch.randperm(x.shape[0], generator=g).split(_BATCH):
-                    if labelled:
-                        loss = F.cross_entropy(model(_shift_channels(x[idx], max_shift, g)), y[idx])
-                    else:
-                        loss = F.mse_loss(model(x[idx]), x[idx])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
-                    bar.update()
-                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    model.eval().requires_grad_(False)
+        fit_loop(
+            model, x.shape[0], batch_loss, epochs=epochs, g=g, desc=f"fit {what} on {data.name}", progress=progress
+        )
     fit_s = time.perf_counter() - started
     blob = save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()})
     digest = hashlib.sha256(blob).hexdigest()
