@@ -174,7 +174,9 @@ class CurriculumConfig:
     allow_cap_only: bool = _field(
         False, "adaptive pacing: accept a cap that ends every stage before patience can (fixed pacing, with a warning)"
     )
-    steps_per_stage: int | None = _field(None, "fixed pacing: steps per stage (required for `fixed`)", low=1)
+    steps_per_stage: int | list[int] | None = _field(
+        None, "fixed pacing: steps per stage, one number or one per stage (the last repeats; required for `fixed`)", low=1
+    )
     pacing_steps: int | None = _field(
         None, "pacing functions: steps until every cluster is unlocked (null: half of train.max_steps)", low=1
     )
@@ -337,7 +339,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(key, value, args[0])
+        listed = [a for a in args if typing.get_origin(a) is list]
+        return _coerce(key, value, listed[0] if listed and isinstance(value, list) else args[0])
     if value is None:
         raise ConfigError(f"{key}: must not be null")
     if hint is bool:
@@ -360,6 +363,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {short(value)}")
         return value
+    if origin is list:
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{key}: expected a non-empty list, got {short(value)}")
+        return [_coerce(f"{key}[{i}]", v, typing.get_args(hint)[0]) for i, v in enumerate(value)]
     if origin is dict and typing.get_args(hint)[1] is Any:
         if not isinstance(value, dict) or not all(_is_param(v) for v in value.values()):
             raise ConfigError(
@@ -399,6 +406,10 @@ def _yaml11_float(text: str) -> float | str:
 def _check_field(key: str, value: Any, f: dataclasses.Field) -> None:
     meta = f.metadata
     if value is None:
+        return
+    if isinstance(value, list):  # each element within the field's bounds
+        for i, v in enumerate(value):
+            _check_field(f"{key}[{i}]", v, f)
         return
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(f"{key}: {short(value)} is not one of {', '.join(meta['choices'])}")

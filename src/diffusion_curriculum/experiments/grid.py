@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, ConfigError, check_name, check_sampler_params, load_config
+from ..errors import UserError
+from ..runs.layout import METRICS
+from ..runs.records import read_jsonl
 from ..safe_yaml import load_yaml, short
 from ..sampler import ORDERS
 from ..samplers import SAMPLERS
 
-__all__ = ["PRESETS", "GridConfig", "Method", "RunSpec", "load_grid", "preset_path"]
+__all__ = ["PRESETS", "GridConfig", "Method", "RunSpec", "load_grid", "mean_stage_lengths", "preset_path"]
 
 PRESETS = ("smoke", "quick", "gmm", "aa", "uncond", "class", "text", "gpu", "samplers", "samplers_digits")
 _GRID_KEYS = {"name", "base", "methods", "weightings", "seeds", "eval", "workers", "primary_metric", "aa_seed_offset"}
@@ -43,13 +46,17 @@ class Method:
     """One method of a grid: the label its runs and the report use, the timestep sampler with its parameters
     (``curriculum`` with an order for the paper's curriculum and its ablations), and, for ``matched_marginal``
     with ``from`` naming another method of the grid, that method's label (its run of the same seed and
-    weighting is the source, and must finish first)."""
+    weighting is the source, and must finish first). ``pacing_from``, for a curriculum order with ``from``:
+    the adaptive curriculum method whose runs of the same weighting (every seed) set this one's fixed
+    pacing, their mean realised stage lengths (:func:`mean_stage_lengths`): adaptive timing against the
+    same schedule on average."""
 
     label: str
     sampler: str
     order: str
     params: dict[str, Any]
     source: str | None = None
+    pacing_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,11 @@ class GridConfig:
                         "objective.weighting_params": params,
                         "seed": seed + offset,
                     }
-                    after = () if method.source is None else (f"{method.source}-{wname}-s{seed + offset}",)
+                    after: tuple[str, ...] = ()
+                    if method.source is not None:
+                        after = (f"{method.source}-{wname}-s{seed + offset}",)
+                    elif method.pacing_from is not None:  # every seed of the source, for their mean
+                        after = tuple(f"{method.pacing_from}-{wname}-s{s}" for s in self.seeds)
                     name = f"{method.label}-{wname}-s{seed + offset}"
                     out.append(RunSpec(name, method.label, wname, seed, overrides, after))
         return out
@@ -123,8 +134,11 @@ class GridConfig:
     def _method(self, label: str) -> Method:
         return self.method_specs.get(label) or Method(label, "curriculum", label, {})
 
-    def run_config(self, spec: RunSpec, out_dir: Path) -> Config:
-        """The full training config of one run: the base, the run's overrides, the grid's schedule."""
+    def run_config(self, spec: RunSpec, out_dir: Path, *, resolve: bool = True) -> Config:
+        """The full training config of one run: the base, the run's overrides, the grid's schedule.
+
+        A run whose pacing comes from other runs (``pacing_from``) reads them here, so they must be done;
+        ``resolve=False`` checks the rest of its config before they are (its pacing left as the base's)."""
         tree = copy.deepcopy(self.base)
         tree.setdefault("train", {})
         max_steps = load_config(overrides=_flatten(tree)).train.max_steps
@@ -140,12 +154,47 @@ class GridConfig:
         tree["out"] = str(out_dir)
         flat = _flatten(tree)
         flat.update(spec.overrides)
-        if spec.after:  # matched_marginal from a method of this grid: its run of the same seed and weighting
+        method = self._method(spec.method)
+        if method.source is not None:  # matched_marginal from a method of this grid: its run of the same seed
             flat["curriculum.sampler_params"] = {
                 **flat["curriculum.sampler_params"],
                 "from": str(Path(out_dir).parent / spec.after[0]),
             }
+        if method.pacing_from is not None and resolve:
+            config = load_config(overrides=flat)
+            sources = [Path(out_dir).parent / name for name in spec.after]
+            flat["curriculum.pacing"] = "fixed"
+            flat["curriculum.steps_per_stage"] = mean_stage_lengths(sources, config.train.max_steps)
         return load_config(overrides=flat)
+
+
+def mean_stage_lengths(runs: list[Path], budget: int) -> list[int]:
+    """The fixed pacing that unlocks each stage at the mean step the finished ``runs`` (adaptive curricula
+    of one order) unlocked it: per stage s >= 2, the step of its transition averaged over the runs, a
+    run that never reached it counting the budget (censored at the end of training), rounded; the
+    lengths are the differences (at least 1), one per stage before the last.
+
+    The control that separates adaptive timing from the schedule it produces on average (issue 17:
+    "the same with fixed pacing of the realised mean stage lengths")."""
+    transitions: list[dict[int, int]] = []
+    n_stages = 0
+    for run in runs:
+        path = run / METRICS
+        try:
+            records = read_jsonl(path).records
+        except UserError as exc:
+            raise ConfigError(f"methods: pacing source {run.name}: {exc}") from None
+        if not records or "n_stages" not in records[0]:
+            raise ConfigError(f"methods: pacing source {run.name}: {path} logs no curriculum stages")
+        n_stages = max(n_stages, int(records[0]["n_stages"]))
+        transitions.append({int(t[1]): int(t[0]) for r in records for t in r.get("stage_changes", [])})
+    if n_stages < 2:
+        raise ConfigError("methods: pacing source has a single stage; nothing to pace")
+    starts = [0]
+    for stage in range(2, n_stages + 1):
+        mean = sum(t.get(stage, budget) for t in transitions) / len(transitions)
+        starts.append(max(starts[-1] + 1, round(mean)))
+    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -242,7 +291,7 @@ def load_grid(path: str | Path) -> GridConfig:
         eval_evaluator=ev.get("evaluator"),
         eval_inception_weights=ev.get("inception_weights"),
         raw=raw,
-        method_specs={label: m for label, m in specs.items() if m.sampler != "curriculum"},
+        method_specs={label: m for label, m in specs.items() if m != Method(label, "curriculum", label, {})},
     )
 
 
@@ -265,13 +314,24 @@ def _methods(entries: list) -> dict[str, Method]:
         if label in out:
             raise ConfigError(f"methods: {label!r} appears twice; give the second one another label")
         if name in ORDERS:
-            if params:
-                raise ConfigError(f"methods.{label}: curriculum order {name!r} takes no parameters: {sorted(params)}")
-            out[label] = Method(label, "curriculum", name, {})
+            if set(params) - {"from"}:
+                raise ConfigError(
+                    f"methods.{label}: curriculum order {name!r} takes one parameter, from (a method whose mean "
+                    f"stage lengths set its fixed pacing), not {sorted(set(params) - {'from'})}"
+                )
+            out[label] = Method(label, "curriculum", name, {}, pacing_from=params.get("from"))
         else:
             check_sampler_params(name, params, key=f"methods.{label}")
             out[label] = Method(label, name, "none", params)
     for label, method in list(out.items()):
+        if method.pacing_from is not None:
+            source = out.get(method.pacing_from) if isinstance(method.pacing_from, str) else None
+            if source is None or source.sampler != "curriculum" or source.order == "none" or source.pacing_from:
+                raise ConfigError(
+                    f"methods.{label}.from: {method.pacing_from!r} must be another curriculum order of this grid "
+                    "(its adaptive runs set this method's fixed pacing)"
+                )
+            continue
         source = method.params.get("from")
         if source is None:
             continue

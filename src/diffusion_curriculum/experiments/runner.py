@@ -235,7 +235,7 @@ def _run_grid(
     specs: list[RunSpec] = grid.runs()
     warnings: list[str] = []
     for spec in specs:  # validate every run's config before any training starts
-        config = grid.run_config(spec, out / "runs" / spec.name)
+        config = grid.run_config(spec, out / "runs" / spec.name, resolve=False)
         warning = check_pacing(config)
         if warning is not None and warning not in warnings:
             warnings.append(warning)
