@@ -174,8 +174,8 @@ class CurriculumConfig:
     allow_cap_only: bool = _field(
         False, "adaptive pacing: accept a cap that ends every stage before patience can (fixed pacing, with a warning)"
     )
-    steps_per_stage: int | list[int] | None = _field(
-        None, "fixed pacing: steps per stage, one number or one per stage (the last repeats; required for `fixed`)", low=1
+    steps_per_stage: int | list[int] | None = _field(  # noqa: RUF009 - _field returns a dataclasses.field
+        None, "fixed pacing: steps per stage, one number or one per stage (the last repeats; required for fixed)", low=1
     )
     pacing_steps: int | None = _field(
         None, "pacing functions: steps until every cluster is unlocked (null: half of train.max_steps)", low=1

@@ -8,6 +8,7 @@ and the seed differ.
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -194,7 +195,7 @@ def mean_stage_lengths(runs: list[Path], budget: int) -> list[int]:
     for stage in range(2, n_stages + 1):
         mean = sum(t.get(stage, budget) for t in transitions) / len(transitions)
         starts.append(max(starts[-1] + 1, round(mean)))
-    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(starts)]
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
