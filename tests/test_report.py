@@ -318,3 +318,34 @@ def test_one_cluster_numbering_in_info_and_the_report(tmp_path, capsys):
     _fabricate(tmp_path, FID)
     text = write_report(tmp_path)[0].read_text()
     assert "(cluster 0 = least noise)" in text and "(0 = least noise)" in text and "C_1" not in text
+
+
+def test_verdict_json_holds_the_reports_numbers_and_the_summary_table_reads_them(tmp_path):
+    """verdict.json carries what the report's verdict table shows; the cross-grid summary quotes it (and
+    refuses a folder without one in one line)."""
+    from diffusion_curriculum.errors import UserError
+    from diffusion_curriculum.experiments.report import summary_table
+
+    fid = {(m, s): [100.0 - s, 50.0, 30.0, 20.0 + s] for m in ("none", "easy_to_hard") for s in range(8)}
+    _fabricate(tmp_path / "a", fid, weightings=("none", "min_snr"))
+    text = write_report(tmp_path / "a")[0].read_text()
+    record = json.loads((tmp_path / "a" / "verdict.json").read_text())
+    assert record["budget"] == 400 and record["holm_family"] == 6 and record["metric"] == "fid"
+    rows = {(c["weighting"], c["method"]): c for c in record["comparisons"]}
+    assert set(rows) == {("none", "easy_to_hard"), ("min_snr", "easy_to_hard")}
+    c = rows["none", "easy_to_hard"]
+    assert c["speedup"] == pytest.approx(2.0, rel=0.01) and (c["faster"], c["pairs"], c["censored"]) == (8, 8, 0)
+    low, high = c["speedup_ci"]
+    assert f"{c['speedup']:.2f}x ({low:.2f}–{high:.2f})" in text  # the report's own numbers
+    assert c["final"]["diff"] == pytest.approx(0.0) and c["final"]["step"] == 400
+    assert set(c["holm"]) == {f"{part}_{t}" for part in ("speed", "final", "mid") for t in "wt"}
+    assert 0 < c["holm"]["speed_w"] <= 1
+
+    _fabricate(tmp_path / "b", FID)  # two seeds: no p-value
+    write_report(tmp_path / "b")
+    table = summary_table([tmp_path / "a", tmp_path / "b"]).splitlines()
+    assert len(table) == 2 + 3 and all(line.count(" | ") == 7 for line in table)
+    assert table[2].startswith(f"| `fabricated` (8) | `none` | `easy_to_hard` | 2.00x ({low:.2f}–{high:.2f}) | 8/8 |")
+    assert table[4].startswith("| `fabricated` (2) | `none` | `easy_to_hard` | 2.00x (—) | 2/2 | none (2 seeds) |")
+    with pytest.raises(UserError, match=r"no verdict\.json"):
+        summary_table([tmp_path])

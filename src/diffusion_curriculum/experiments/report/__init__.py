@@ -7,19 +7,29 @@ rendered to Markdown and HTML (:mod:`.document`), the report's tables (:mod:`.ta
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from ...runs.atomic import write_atomic
 from .document import to_html, to_markdown
 from .results import Grid, Run, load_results
 from .sections import build_document
+from .summary import summary_table
+from .verdict import verdict, verdict_record
 
-__all__ = ["Grid", "Run", "load_results", "write_report"]
+__all__ = ["Grid", "Run", "load_results", "summary_table", "write_report"]
+
+VERDICT = "verdict.json"
 
 
 def write_report(out: Path) -> tuple[Path, Path]:
-    """Write OUT/report.md and a self-contained OUT/report.html (and OUT/figures/*.png) from a grid's results."""
+    """Write OUT/report.md and a self-contained OUT/report.html (and OUT/figures/*.png) from a grid's results,
+    and OUT/verdict.json, the verdict's numbers for :func:`summary_table`."""
     out = Path(out)
     grid = load_results(out)
+    v = verdict(grid)
+    if v is not None:
+        write_atomic(out / VERDICT, json.dumps(verdict_record(grid, v), indent=1))
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
     blocks = build_document(grid, figures)

@@ -13,7 +13,7 @@ from typing import Any
 from ..stats import MIN_SEEDS_FOR_P, holm, metric_at_step, min_detectable_speedup, speedup_to_target
 from .results import BASELINE, Grid, fmt_num
 
-__all__ = ["Comparison", "Verdict", "fmt_ci", "sentence", "verdict"]
+__all__ = ["Comparison", "Verdict", "fmt_ci", "sentence", "verdict", "verdict_record"]
 
 DENSE_NAMES = {
     "excess_error_mean": "exact excess denoising error",
@@ -83,6 +83,47 @@ def verdict(grid: Grid) -> Verdict | None:
         for (c, part), p in zip(slots, holm(raw), strict=True):
             c.holm[f"{part}_{test[0]}"] = p
     return Verdict(key, DENSE_NAMES.get(key, key), budget, grid.target_fraction, comparisons, detectable)
+
+
+def verdict_record(grid: Grid, v: Verdict) -> dict[str, Any]:
+    """The verdict as JSON-ready data (the report's verdict.json): what a summary across grids reads, so
+    that no number in it is copied by hand. Per comparison: the speed-up with its interval, seeds faster
+    and censored, the sample metric's difference at the end of the budget with its interval, and the
+    Holm-adjusted p-values (None below the minimum number of seeds)."""
+
+    def at_step(m: dict[str, Any] | None) -> dict[str, Any] | None:
+        if m is None:
+            return None
+        keys = ("step", "n", "baseline_mean", "method_mean", "diff", "ci")
+        return {k: (list(m[k]) if k == "ci" and m[k] is not None else m[k]) for k in keys}
+
+    return {
+        "name": grid.info.get("name", grid.out.name),
+        "dense_key": v.key,
+        "dense_name": v.name,
+        "metric": grid.metric,
+        "metric_name": grid.metric_name(grid.metric),
+        "lower_is_better": grid.lower,
+        "budget": v.budget,
+        "target_fraction": v.target_fraction,
+        "holm_family": v.family,
+        "min_detectable_speedup": v.min_detectable,
+        "comparisons": [
+            {
+                "weighting": c.weighting,
+                "method": c.method,
+                "speedup": c.speed["speedup"],
+                "speedup_ci": None if c.speed["ci"] is None else list(c.speed["ci"]),
+                "faster": c.speed["faster"],
+                "pairs": c.speed["n"],
+                "censored": c.speed["censored"],
+                "final": at_step(c.final),
+                "mid": at_step(c.mid),
+                "holm": dict(c.holm) if c.speed["n"] >= MIN_SEEDS_FOR_P else {},
+            }
+            for c in v.comparisons
+        ],
+    }
 
 
 def fmt_ci(ci: tuple[float, float] | None, fmt: str = "{:.2f}") -> str:
