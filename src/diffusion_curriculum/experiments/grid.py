@@ -22,11 +22,13 @@ from ..runs.records import read_jsonl
 from ..safe_yaml import load_yaml, short
 from ..sampler import ORDERS
 from ..samplers import SAMPLERS
+from ..slurm import LAUNCHERS, SlurmOptions
 
 __all__ = ["PRESETS", "GridConfig", "Method", "RunSpec", "load_grid", "mean_stage_lengths", "preset_path"]
 
-PRESETS = ("smoke", "quick", "gmm", "aa", "uncond", "class", "text", "gpu", "samplers", "samplers_digits")
+PRESETS = ("smoke", "quick", "gmm", "digits", "aa", "uncond", "class", "text", "gpu", "samplers", "samplers_digits")
 _GRID_KEYS = {"name", "base", "methods", "weightings", "seeds", "eval", "workers", "primary_metric", "aa_seed_offset"}
+_GRID_KEYS |= {"launcher", "slurm"}  # where the runs run: local worker processes or Slurm jobs (docs/experiments.md)
 _EVAL_KEYS = {
     "every",
     "n",
@@ -93,6 +95,8 @@ class GridConfig:
     eval_inception_weights: str | None = None  # Inception-v3 FID weights: score images in its features
     raw: dict[str, Any] = field(default_factory=dict)
     method_specs: dict[str, Method] = field(default_factory=dict)  # by label; a label without one is an order
+    launcher: str = "local"  # local worker processes, or one Slurm job per run (compare --launcher)
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)  # what each run's Slurm job asks for
 
     @property
     def budget(self) -> int:
@@ -293,7 +297,15 @@ def load_grid(path: str | Path) -> GridConfig:
         eval_inception_weights=ev.get("inception_weights"),
         raw=raw,
         method_specs={label: m for label, m in specs.items() if m != Method(label, "curriculum", label, {})},
+        launcher=_launcher(raw.get("launcher", "local")),
+        slurm=SlurmOptions.from_mapping(raw.get("slurm")),
     )
+
+
+def _launcher(value: Any) -> str:
+    if value not in LAUNCHERS:
+        raise ConfigError(f"launcher: expected one of {', '.join(LAUNCHERS)}, got {short(value)}")
+    return value
 
 
 def _methods(entries: list) -> dict[str, Method]:

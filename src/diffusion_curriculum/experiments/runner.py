@@ -1,5 +1,5 @@
-"""Run a comparison grid: train every run (in parallel worker processes), evaluate it at its
-checkpoints, and write the report. A killed grid restarted with the same command skips finished
+"""Run a comparison grid: train every run (in parallel worker processes, or as Slurm jobs), evaluate it at
+its checkpoints, and write the report. A killed grid restarted with the same command skips finished
 runs and resumes unfinished ones from their last checkpoint."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from ..assembly import build_objective, build_sampler, check_pacing
+from ..errors import ConfigError, RunError
 from ..jobs import check_claim, claim_folder, imap_jobs, mark_done
 from ..metrics.directions import lower_is_better
 from ..progress import PROGRESS_DIR, JobPlan, ProgressBoard, reporting
@@ -24,13 +25,14 @@ from ..runs import checkpoints as ckpt
 from ..runs.atomic import write_atomic
 from ..runs.lock import folder_lock
 from ..runs.records import read_json
+from ..slurm import SLURM_DIR, SlurmOptions, check_cluster, slurm_imap
 from .grid import GridConfig, RunSpec, load_grid
 
 __all__ = ["run_grid"]
 
 DONE = "done.json"
 # What a grid writes into its folder besides grid.yaml and runs/ (--overwrite deletes exactly these).
-GRID_OUTPUTS = ("grid.json", "report.md", "report.html", "figures", PROGRESS_DIR, "evaluator")
+GRID_OUTPUTS = ("grid.json", "report.md", "report.html", "figures", PROGRESS_DIR, "evaluator", SLURM_DIR)
 AUTO = "auto"  # eval.evaluator: auto: compare fits an evaluator on the grid's data into OUT/evaluator first
 
 
@@ -130,6 +132,15 @@ def _run_one_star(args: tuple) -> dict[str, Any]:
     return run_one(*args)
 
 
+def _run_config_of(args: tuple) -> Any:
+    """The training config of the run that ``_run_one_star(args)`` trains (for a Slurm job that trains it under
+    torchrun)."""
+    grid_file, spec_name, out = args[:3]
+    grid = load_grid(grid_file)
+    spec = {s.name: s for s in grid.runs()}[spec_name]
+    return grid.run_config(spec, Path(out) / "runs" / spec.name)
+
+
 def check_metrics(grid: GridConfig, inception_weights: str | None = None) -> None:
     """Refuse, in one line and before anything is trained or written, a grid whose image metrics could not be
     computed: image data with no shipped evaluator, no ``eval.evaluator`` and no Inception weights, an evaluator
@@ -166,6 +177,23 @@ def check_metrics(grid: GridConfig, inception_weights: str | None = None) -> Non
             "(or eval.evaluator: auto, or pass --inception-weights PATH); nothing was trained"
         )
     evaluator.check_matches(dataset, data.shape, config.data.downsample)
+
+
+def _keep_saved_launcher(saved: Path, text: str) -> None:
+    """Where a grid's runs run (its ``launcher`` and ``slurm`` keys) is not what the grid is: a saved grid.yaml that
+    differs from ``text`` only there is replaced by ``text`` (so that :func:`claim_folder` resumes it rather than
+    refusing a different grid), which lets a longer time limit or another partition resume a grid."""
+    if not saved.is_file():
+        return
+    try:
+        old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return  # claim_folder names a damaged file
+    new = yaml.safe_load(text)
+    if isinstance(old, dict) and isinstance(new, dict) and old != new:
+        where = ("launcher", "slurm")
+        if {k: v for k, v in old.items() if k not in where} == {k: v for k, v in new.items() if k not in where}:
+            write_atomic(saved, text)
 
 
 def _auto_evaluator(grid: GridConfig, out: Path, progress: bool) -> dict[str, Any] | None:
@@ -210,16 +238,37 @@ def run_grid(
     overwrite: bool = False,
     command: str = "",
     inception_weights: str | None = None,
+    launcher: str | None = None,
+    slurm: dict[str, Any] | None = None,
+    report_only: bool = False,
 ) -> Path:
     """Run (or finish) every run of a grid and write OUT/report.md and OUT/report.html. OUT is locked
     meanwhile: a second grid in it is refused. Every metric the grid needs is checked first
-    (:func:`check_metrics`): a grid that could not be scored is refused before any run folder exists."""
+    (:func:`check_metrics`): a grid that could not be scored is refused before any run folder exists.
+
+    ``launcher`` (default: the grid's ``launcher``, else ``local``) runs the unfinished runs in local worker
+    processes or as one Slurm job each, with the grid's ``slurm`` options updated by ``slurm`` (the CLI's flags;
+    a Slurm job's state is kept in OUT/slurm, so a restarted command re-attaches to its jobs). ``report_only``
+    trains nothing and writes the report from the runs finished so far."""
     grid_file, out = Path(grid_file), Path(out)
     grid = load_grid(grid_file)
+    launcher = launcher or grid.launcher
+    options = grid.slurm.updated(key="", **(slurm or {}))
+    if report_only:
+        if not (out / "grid.yaml").is_file():
+            raise RunError(f"--report-only: {out} holds no grid yet (run compare without --report-only first)")
+        check_claim(out, "grid.yaml", "grid", False, GRID_OUTPUTS)
+        with folder_lock(out):
+            return _run_grid(grid, grid_file, out, workers, False, command, inception_weights, report_only=True)
+    if launcher == "slurm":
+        check_cluster(options)
+    elif slurm:
+        raise ConfigError(f"--{next(iter(slurm)).replace('_', '-')}: a Slurm option; add --launcher slurm")
     check_metrics(grid, inception_weights)
     check_claim(out, "grid.yaml", "grid", overwrite, GRID_OUTPUTS)  # before the lock: a refused folder is untouched
     with folder_lock(out):
-        return _run_grid(grid, grid_file, out, workers, overwrite, command, inception_weights)
+        slurm_options = options if launcher == "slurm" else None
+        return _run_grid(grid, grid_file, out, workers, overwrite, command, inception_weights, slurm_options)
 
 
 def _run_grid(
@@ -230,8 +279,15 @@ def _run_grid(
     overwrite: bool,
     command: str,
     inception_weights: str | None = None,
+    slurm: SlurmOptions | None = None,
+    *,
+    report_only: bool = False,
 ) -> Path:
-    claim_folder(out, "grid.yaml", grid_file.read_text(), "grid", overwrite, GRID_OUTPUTS, validate=load_grid)
+    """The grid itself, with ``out`` locked: its runs in local workers, or as Slurm jobs with ``slurm``'s options,
+    or (``report_only``) none of them: the report of those finished."""
+    text = grid_file.read_text()
+    _keep_saved_launcher(out / "grid.yaml", text)
+    claim_folder(out, "grid.yaml", text, "grid", overwrite, GRID_OUTPUTS, validate=load_grid)
     specs: list[RunSpec] = grid.runs()
     warnings: list[str] = []
     for spec in specs:  # validate every run's config before any training starts
@@ -244,22 +300,53 @@ def _run_grid(
     for warning in warnings:
         print(f"diffusion-curriculum: warning: {warning}", file=sys.stderr)
     auto = _auto_evaluator(grid, out, progress=sys.stderr.isatty())
-    n_workers = max(1, min(workers or grid.workers, os.cpu_count() or 1, len(specs)))
-    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    done_before = {s.name for s in specs if (out / "runs" / s.name / DONE).is_file()}
+    if slurm is not None:  # every unfinished run at once, each with the CPUs its job asked for
+        n_workers, threads = max(1, len(specs) - len(done_before)), slurm.cpus_per_run
+    else:
+        n_workers = max(1, min(workers or grid.workers, os.cpu_count() or 1, len(specs)))
+        threads = max(1, (os.cpu_count() or 1) // n_workers)
     metric, lower = _primary_metric(grid)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     records: dict[str, dict] = {}
-    done_before = {s.name for s in specs if (out / "runs" / s.name / DONE).is_file()}
     base_config = grid.run_config(specs[0], out / "runs" / specs[0].name)
     plans = [_plan(grid, s.name, batch_size=base_config.train.batch_size) for s in specs]
     board = ProgressBoard(f"grid {grid.name}", out / PROGRESS_DIR, plans, done_before, n_workers)
     # Runs that read another run's results (matched_marginal from a method of the grid) go in a second round.
     rounds = [[s for s in specs if not s.after], [s for s in specs if s.after]]
+    if report_only:
+        records = {n: read_json(out / "runs" / n / DONE, "record of a finished run") for n in sorted(done_before)}
+        missing = [s.name for s in specs if s.name not in records]
+        if not records:
+            raise RunError(f"--report-only: no run of {out} has finished yet")
+        if missing:
+            warnings.append(f"a partial report: {len(missing)} of {len(specs)} runs unfinished ({', '.join(missing)})")
+        specs = [s for s in specs if s.name in records]
+    elif slurm is not None:
+        where = f"as Slurm jobs ({slurm.cpus_per_run} CPU(s), {slurm.gpus_per_run} GPU(s) each)"
+    else:
+        where = f"{n_workers} worker(s) x {threads} thread(s)"
     with board:
-        board.note(f"{len(specs)} runs ({len(done_before)} already done), {n_workers} worker(s) x {threads} thread(s)")
-        for round_specs in rounds:
-            jobs = [(str(out / "grid.yaml"), s.name, str(out), threads, True, inception_weights) for s in round_specs]
-            for record in imap_jobs(_run_one_star, jobs, n_workers):
+        if not report_only:
+            board.note(f"{len(specs)} runs ({len(done_before)} already done), {where}")
+        for round_specs in [] if report_only else rounds:
+            here = out.resolve()  # absolute paths: a Slurm job may start in another folder
+            jobs = [(str(here / "grid.yaml"), s.name, str(here), threads, True, inception_weights) for s in round_specs]
+            if slurm is None:
+                results = imap_jobs(_run_one_star, jobs, n_workers)
+            else:
+                names = [s.name for s in round_specs]
+                results = slurm_imap(
+                    _run_one_star,
+                    jobs,
+                    names,
+                    out,
+                    slurm,
+                    is_done=lambda name: (out / "runs" / name / DONE).is_file(),
+                    board=board,
+                    train_config=_run_config_of,
+                )
+            for record in results:
                 records[record["name"]] = record
                 if record["name"] not in done_before:
                     board.finished(record["name"], f"done {record['name']} ({record['wall_s']:.0f} s)")

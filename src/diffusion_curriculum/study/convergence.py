@@ -4,7 +4,7 @@ For each of K intervals (clusters of the core, uniform by default) a fresh model
 interval alone, with the same data, model, seed and budget as every other interval; its loss curve
 gives the steps to converge, and its final model a held-out denoising measure. Jobs (interval, seed)
 are independent runs of the ordinary trainer (``curriculum.only_cluster``), resumable and run in
-parallel worker processes.
+parallel worker processes or as Slurm jobs.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ from ..runs import checkpoints as ckpt
 from ..runs.atomic import write_atomic
 from ..runs.lock import folder_lock
 from ..runs.records import read_json, read_jsonl
+from ..slurm import SLURM_DIR, SlurmOptions, check_cluster, slurm_imap
 from .rule import ConvergenceRule
 
 __all__ = ["run_convergence_study"]
 
 DONE = "done.json"
 # What a study writes into its folder besides study.yaml and runs/ (--overwrite deletes exactly these).
-STUDY_OUTPUTS = ("study.jsonl", "study.md", "convergence.png", "loss_curves.png", "kl.png", PROGRESS_DIR)
+STUDY_OUTPUTS = ("study.jsonl", "study.md", "convergence.png", "loss_curves.png", "kl.png", PROGRESS_DIR, SLURM_DIR)
 
 
 # ----- one job: train on one interval, measure, mark done -----------------------------------------
@@ -103,6 +104,13 @@ def _train_interval_star(job: tuple) -> dict[str, Any]:
     return train_interval(*job)
 
 
+def _train_interval_config(job: tuple) -> Config:
+    """The training config of the job that ``_train_interval_star(job)`` runs (for a Slurm job that trains it
+    under torchrun)."""
+    config_dict, interval, seed, out, _ = job
+    return _job_config(config_dict, interval, seed, _job_dir(Path(out), interval, seed))
+
+
 def _job_config(config_dict: dict[str, Any], interval: int, seed: int, run_dir: Path) -> Config:
     from ..config import dotted_overrides, load_config
 
@@ -152,13 +160,15 @@ def run_convergence_study(
     threads: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    slurm: SlurmOptions | None = None,
 ) -> list[dict[str, Any]]:
     """Train every (interval, seed) job of ``config`` (K = ``curriculum.n_clusters`` intervals of
     its clustering), apply ``rule`` and write study.jsonl, the figures and study.md under ``out``.
 
     ``threads`` per job is fixed (not derived from ``workers``) so that the numbers do not depend on
-    how many workers ran them. A restarted study skips finished jobs and resumes the others.
-    Returns the per-(interval, seed) records.
+    how many workers ran them. A restarted study skips finished jobs and resumes the others. With ``slurm``
+    the unfinished jobs run as Slurm jobs with its options (``workers`` is then unused; a restarted study
+    re-attaches to the jobs still queued or running). Returns the per-(interval, seed) records.
     """
     from ..assembly import clusters_for
 
@@ -173,28 +183,43 @@ def run_convergence_study(
     K = len(clusters)
     for k in range(K):  # every job's config must validate before any training starts
         _job_config(base, k, seeds[0], _job_dir(out, k, seeds[0]))
+    if slurm is not None:
+        check_cluster(slurm)
     check_claim(out, "study.yaml", "study", overwrite, STUDY_OUTPUTS)  # before the lock: a refused folder is untouched
     with folder_lock(out):
-        return _run_study(config, out, study, seeds, rule, workers, threads, overwrite, progress)
+        return _run_study(config, out, study, seeds, rule, workers, threads, overwrite, progress, slurm)
 
 
-def _run_study(config, out, study, seeds, rule, workers, threads, overwrite, progress) -> list[dict[str, Any]]:
+def _run_study(config, out, study, seeds, rule, workers, threads, overwrite, progress, slurm) -> list[dict[str, Any]]:
     """The study itself, with ``out`` locked."""
     from ..assembly import clusters_for
     from .report import write_convergence_outputs
 
     base, K = study["config"], len(clusters_for(config))
     _prepare_out(out, study, overwrite)
-    jobs = [(base, k, s, str(out), threads) for s in seeds for k in range(K)]
+    here = str(out.resolve()) if slurm is not None else str(out)  # absolute: a Slurm job may start elsewhere
+    jobs = [(base, k, s, here, threads) for s in seeds for k in range(K)]
     names = [_job_dir(out, k, s).name for _, k, s, _, _ in jobs]
     done_before = {name for name in names if (out / "runs" / name / DONE).is_file()}
     plans = [JobPlan(name, (("train", config.train.max_steps),)) for name in names]
-    board = ProgressBoard(
-        "study convergence", out / PROGRESS_DIR, plans, done_before, min(workers, len(jobs)), quiet=not progress
-    )
+    parallel = len(jobs) - len(done_before) if slurm is not None else min(workers, len(jobs))
+    board = ProgressBoard("study convergence", out / PROGRESS_DIR, plans, done_before, parallel, quiet=not progress)
+    if slurm is None:
+        results = imap_jobs(_train_interval_star, jobs, workers)
+    else:
+        results = slurm_imap(
+            _train_interval_star,
+            jobs,
+            names,
+            out,
+            slurm,
+            is_done=lambda name: (out / "runs" / name / DONE).is_file(),
+            board=board,
+            train_config=_train_interval_config,
+        )
     records = []
     with board:
-        for record in imap_jobs(_train_interval_star, jobs, workers):
+        for record in results:
             records.append(record)
             name = _job_dir(out, record["interval"], record["seed"]).name
             if name not in done_before:
