@@ -23,7 +23,39 @@ from .runs.atomic import write_atomic
 from .runs.layout import RUN_FILES, check_not_file, foreign_entries, refuse_foreign
 from .safe_yaml import load_yaml
 
-__all__ = ["check_claim", "claim_folder", "imap_jobs", "mark_done"]
+__all__ = ["DONE", "check_claim", "claim_folder", "imap_jobs", "launch_jobs", "mark_done"]
+
+DONE = "done.json"  # in OUT/runs/NAME: the run is finished (its record, written by mark_done)
+
+
+def launch_jobs(
+    func: Callable[[tuple], Any],
+    jobs: Sequence[tuple],
+    names: Sequence[str],
+    out: Path,
+    *,
+    workers: int,
+    slurm: Any = None,
+    board: Any = None,
+    train_config: Callable[[tuple], Any] | None = None,
+) -> Iterator[Any]:
+    """``func(job)`` for every job of a grid or study in OUT, in completion order: in ``workers`` local processes
+    (:func:`imap_jobs`), or, given ``slurm`` (:class:`~.slurm.SlurmOptions`), one Slurm job per unfinished run
+    (:func:`~.slurm.slurm_imap`; ``names[i]`` names ``jobs[i]``'s run folder OUT/runs/NAME)."""
+    if slurm is None:
+        return imap_jobs(func, jobs, workers)
+    from .slurm import slurm_imap
+
+    return slurm_imap(
+        func,
+        jobs,
+        names,
+        out,
+        slurm,
+        is_done=lambda name: (out / "runs" / name / DONE).is_file(),
+        board=board,
+        train_config=train_config,
+    )
 
 
 def imap_jobs(func: Callable[[tuple], Any], jobs: Sequence[tuple], workers: int) -> Iterator[Any]:

@@ -130,17 +130,18 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def _period() -> float:
-    """Seconds between plain progress lines: :data:`PERIOD_ENV`, else 30 (a line at least twice a minute)."""
-    text = os.environ.get(PERIOD_ENV)
+def env_seconds(name: str, default: float, between: str) -> float:
+    """A positive number of seconds from environment variable ``name`` (``default`` when unset); anything else
+    is a one-line error saying it is the seconds ``between`` (e.g. "progress lines")."""
+    text = os.environ.get(name)
     if text is None:
-        return DEFAULT_PERIOD_S
+        return default
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise ConfigError(f"{PERIOD_ENV}: expected seconds > 0 between progress lines, got {text!r}")
+        raise ConfigError(f"{name}: expected seconds > 0 between {between}, got {text!r}")
     return value
 
 
@@ -170,7 +171,8 @@ class ProgressBoard:
         self.done = set(done) & set(self.plans)
         self.stream = stream or sys.stderr
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.period = 1.0 if self.interactive else _period()
+        # plain lines every PERIOD_ENV seconds, else 30 (a line at least twice a minute)
+        self.period = 1.0 if self.interactive else env_seconds(PERIOD_ENV, DEFAULT_PERIOD_S, "progress lines")
         self.state: dict[str, dict[str, Any]] = {}  # running job -> its last progress record
         self.cluster: dict[str, tuple[str, str]] = {}  # a run's cluster job -> (its state, its job id)
         self.timed: dict[tuple[str, str], tuple[int, float]] = {}  # (job, phase) -> (units, seconds) this session

@@ -35,6 +35,7 @@ from typing import Any
 
 from .errors import ConfigError, RunError, UserError
 from .interrupts import Interrupted, handle_stop_signals
+from .progress import env_seconds
 from .runs.atomic import write_atomic
 
 __all__ = ["LAUNCHERS", "POLL_ENV", "SLURM_DIR", "SlurmOptions", "check_cluster", "slurm_imap"]
@@ -190,20 +191,6 @@ def _queue() -> dict[str, str]:
     return states
 
 
-def _poll_period() -> float:
-    """Seconds between two looks at the queue: :data:`POLL_ENV`, else 10."""
-    text = os.environ.get(POLL_ENV)
-    if text is None:
-        return DEFAULT_POLL_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ConfigError(f"{POLL_ENV}: expected seconds > 0 between looks at the Slurm queue, got {text!r}")
-    return value
-
-
 class _JobBook:
     """OUT/slurm/jobs.json: the job last submitted for each run (its id and its log), rewritten atomically."""
 
@@ -249,7 +236,7 @@ def slurm_imap(
     queue_states: Callable[[], dict[str, str]] = _queue,
 ) -> Iterator[Any]:
     """``func(job)`` for every job, in completion order, each unfinished one run as a Slurm job (what
-:func:`~.jobs.imap_jobs` does with local worker processes).
+    :func:`~.jobs.imap_jobs` does with local worker processes).
 
     ``names[i]`` names ``jobs[i]``'s run; ``is_done(name)`` says whether it is finished (its ``done.json``), and
     then ``func(job)``, called here, returns its record without training. A run whose recorded job is still in
@@ -290,7 +277,7 @@ def slurm_imap(
             raise UserError(f"sbatch refused run {name}: {lines[-1]}") from None
         book.record(name, submitted.job_id, submitted.paths.stderr)
         queue[submitted.job_id] = "PENDING"
-    period, misses = _poll_period(), 0
+    period, misses = env_seconds(POLL_ENV, DEFAULT_POLL_S, "looks at the Slurm queue"), 0
     while pending:
         for name in list(pending):
             job_id, log = book.jobs[name]["job_id"], Path(book.jobs[name]["log"])

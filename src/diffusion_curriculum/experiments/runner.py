@@ -18,19 +18,18 @@ import yaml
 
 from ..assembly import build_objective, build_sampler, check_pacing
 from ..errors import ConfigError, RunError
-from ..jobs import check_claim, claim_folder, imap_jobs, mark_done
+from ..jobs import DONE, check_claim, claim_folder, launch_jobs, mark_done
 from ..metrics.directions import lower_is_better
 from ..progress import PROGRESS_DIR, JobPlan, ProgressBoard, reporting
 from ..runs import checkpoints as ckpt
 from ..runs.atomic import write_atomic
 from ..runs.lock import folder_lock
 from ..runs.records import read_json
-from ..slurm import SLURM_DIR, SlurmOptions, check_cluster, slurm_imap
+from ..slurm import SLURM_DIR, SlurmOptions, check_cluster
 from .grid import GridConfig, RunSpec, load_grid
 
 __all__ = ["run_grid"]
 
-DONE = "done.json"
 # What a grid writes into its folder besides grid.yaml and runs/ (--overwrite deletes exactly these).
 GRID_OUTPUTS = ("grid.json", "report.md", "report.html", "figures", PROGRESS_DIR, "evaluator", SLURM_DIR)
 AUTO = "auto"  # eval.evaluator: auto: compare fits an evaluator on the grid's data into OUT/evaluator first
@@ -332,20 +331,17 @@ def _run_grid(
         for round_specs in [] if report_only else rounds:
             here = out.resolve()  # absolute paths: a Slurm job may start in another folder
             jobs = [(str(here / "grid.yaml"), s.name, str(here), threads, True, inception_weights) for s in round_specs]
-            if slurm is None:
-                results = imap_jobs(_run_one_star, jobs, n_workers)
-            else:
-                names = [s.name for s in round_specs]
-                results = slurm_imap(
-                    _run_one_star,
-                    jobs,
-                    names,
-                    out,
-                    slurm,
-                    is_done=lambda name: (out / "runs" / name / DONE).is_file(),
-                    board=board,
-                    train_config=_run_config_of,
-                )
+            names = [s.name for s in round_specs]
+            results = launch_jobs(
+                _run_one_star,
+                jobs,
+                names,
+                out,
+                workers=n_workers,
+                slurm=slurm,
+                board=board,
+                train_config=_run_config_of,
+            )
             for record in results:
                 records[record["name"]] = record
                 if record["name"] not in done_before:

@@ -18,18 +18,17 @@ import torch
 import yaml
 
 from ..config import Config, ConfigError
-from ..jobs import check_claim, claim_folder, imap_jobs, mark_done
+from ..jobs import DONE, check_claim, claim_folder, launch_jobs, mark_done
 from ..progress import PROGRESS_DIR, JobPlan, ProgressBoard, reporting
 from ..runs import checkpoints as ckpt
 from ..runs.atomic import write_atomic
 from ..runs.lock import folder_lock
 from ..runs.records import read_json, read_jsonl
-from ..slurm import SLURM_DIR, SlurmOptions, check_cluster, slurm_imap
+from ..slurm import SLURM_DIR, SlurmOptions, check_cluster
 from .rule import ConvergenceRule
 
 __all__ = ["run_convergence_study"]
 
-DONE = "done.json"
 # What a study writes into its folder besides study.yaml and runs/ (--overwrite deletes exactly these).
 STUDY_OUTPUTS = ("study.jsonl", "study.md", "convergence.png", "loss_curves.png", "kl.png", PROGRESS_DIR, SLURM_DIR)
 
@@ -204,19 +203,16 @@ def _run_study(config, out, study, seeds, rule, workers, threads, overwrite, pro
     plans = [JobPlan(name, (("train", config.train.max_steps),)) for name in names]
     parallel = len(jobs) - len(done_before) if slurm is not None else min(workers, len(jobs))
     board = ProgressBoard("study convergence", out / PROGRESS_DIR, plans, done_before, parallel, quiet=not progress)
-    if slurm is None:
-        results = imap_jobs(_train_interval_star, jobs, workers)
-    else:
-        results = slurm_imap(
-            _train_interval_star,
-            jobs,
-            names,
-            out,
-            slurm,
-            is_done=lambda name: (out / "runs" / name / DONE).is_file(),
-            board=board,
-            train_config=_train_interval_config,
-        )
+    results = launch_jobs(
+        _train_interval_star,
+        jobs,
+        names,
+        out,
+        workers=workers,
+        slurm=slurm,
+        board=board,
+        train_config=_train_interval_config,
+    )
     records = []
     with board:
         for record in results:
