@@ -112,9 +112,7 @@ class TrainingConditions:
     probability for classifier-free guidance. Captions are encoded once, as a table of unique captions
     (plus the empty caption as its last row), and looked up by index per batch."""
 
-    def __init__(
-        self, conditioner: Conditioner, data: DatasetBundle, dataset: str, device: torch.device | str
-    ) -> None:
+    def __init__(self, conditioner: Conditioner, data: DatasetBundle, dataset: str, device: torch.device | str) -> None:
         self.kind = conditioner.kind
         self.ids: Tensor | None = None
         self.null_index = 0

@@ -40,7 +40,16 @@ from .errors import UserError
 from .pacing import Pacing
 from .schedules import ContinuousNoise, DiscreteSchedule
 
-__all__ = ["ORDERS", "SIGNALS", "CurriculumSampler", "draw_seed", "pending_error", "rank_seed", "stratified_counts"]
+__all__ = [
+    "ORDERS",
+    "SIGNALS",
+    "CurriculumSampler",
+    "NoiseSpaceSampler",
+    "draw_seed",
+    "pending_error",
+    "rank_seed",
+    "stratified_counts",
+]
 
 ORDERS = ("easy_to_hard", "hard_to_easy", "random", "none")
 SIGNALS = ("geomean", "newest", "mean")
@@ -103,7 +112,100 @@ def pending_error() -> UserError:
     )
 
 
-class CurriculumSampler:
+class NoiseSpaceSampler:
+    """What every timestep sampler over the run's clusters shares, :class:`CurriculumSampler` and
+    :class:`~diffusion_curriculum.samplers.ClusterSampler` alike: the clusters of the noise space,
+    validated; the rank's stream of draws (:func:`draw_seed`); the step counter; and the mean loss per
+    cluster, summed over all ranks by the subclass's ``observe``.
+
+    ``clusters`` are sorted by noise ascending (cluster 0 = the least noisy): ``(start, stop)`` integer
+    intervals tiling 0..T-1, or, with ``density``, float intervals tiling ``[density.lo, density.hi]``.
+    """
+
+    def __init__(
+        self,
+        clusters: Sequence[tuple[float, float]],
+        *,
+        density: ContinuousNoise | None = None,
+        seed: int = 0,
+        rank: int | None = None,
+    ) -> None:
+        self.clusters: list[tuple[Any, Any]] = [tuple(c) for c in clusters]
+        self.density = density
+        if density is None:
+            self.T: int | None = validate_discrete_clusters(self.clusters)
+            self.clusters = [(int(a), int(b)) for a, b in self.clusters]
+            sizes = torch.tensor([b - a for a, b in self.clusters])
+            self._cluster_of_t = torch.repeat_interleave(torch.arange(len(self.clusters)), sizes)
+        else:
+            self.T = None
+            _validate_continuous_clusters(self.clusters, density)
+            self._inner_edges = torch.tensor([a for a, _ in self.clusters[1:]], dtype=torch.float64)
+        self.n_clusters = len(self.clusters)
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise UserError(f"seed must be an integer, got {seed!r}")
+        self.seed = int(seed)
+        if rank is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if isinstance(rank, bool) or not isinstance(rank, int | np.integer) or rank < 0:
+            raise UserError(f"rank must be an integer >= 0, got {rank!r}")
+        self.rank = int(rank)
+        self.draws = 0  # calls of sample() that used the sampler's own stream
+        self.step = 0
+        self.loss_sum = torch.zeros(self.n_clusters, dtype=torch.float64)  # all ranks', since the last reset
+        self.loss_count = torch.zeros(self.n_clusters, dtype=torch.long)
+
+    def cluster_of(self, levels: Tensor) -> Tensor:
+        """The cluster index of each level (timestep or noise level), flattened, on the CPU."""
+        x = levels.detach().flatten().cpu()
+        if self.T is not None:
+            return self._cluster_of_t[x.long()]
+        return torch.searchsorted(self._inner_edges, x.to(torch.float64), right=True)
+
+    def _generator(self, generator: torch.Generator | None) -> torch.Generator:
+        """``generator`` when given, else the next one of the sampler's own stream (seeded from its
+        seed, rank and draw counter, which the state saves)."""
+        if generator is not None:
+            return generator
+        g = torch.Generator().manual_seed(draw_seed(self.seed, self.rank, self.draws))
+        self.draws += 1
+        return g
+
+    def _add_losses(self, sums: Tensor, counts: Tensor) -> None:
+        """Add one step's per-cluster loss sums and counts (all ranks') to the statistics."""
+        self.loss_sum += sums
+        self.loss_count += counts.round().long()
+
+    def _cluster_loss(self, reset: bool) -> list[float]:
+        """The mean loss per cluster since the last reset (NaN where none); then reset if asked."""
+        counts = self.loss_count.clamp(min=1).to(torch.float64)
+        mean = torch.where(self.loss_count > 0, self.loss_sum / counts, float("nan")).tolist()
+        if reset:
+            self.loss_sum.zero_()
+            self.loss_count.zero_()
+        return mean
+
+    def _stream_state(self) -> dict[str, Any]:
+        """The state of the stream, the step counter and the loss statistics."""
+        return {
+            "seed": self.seed,
+            "step": self.step,
+            "draws": self.draws,
+            "loss_sum": self.loss_sum.clone(),
+            "loss_count": self.loss_count.clone(),
+        }
+
+    def _load_stream_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`_stream_state`. States from before the draw counter continue with the
+        stream of draw index ``step``."""
+        self.step = int(state["step"])
+        self.seed = int(state["seed"])  # the stream continues from the saved seed and counter
+        self.draws = int(state.get("draws", self.step))
+        self.loss_sum = state["loss_sum"].clone()
+        self.loss_count = state["loss_count"].clone()
+
+
+class CurriculumSampler(NoiseSpaceSampler):
     """Draw timesteps from the unlocked clusters, stratified; advance stages by pacing.
 
     With ``order="easy_to_hard"`` and ``cumulative=True`` (the defaults) this is the cumulative
@@ -152,46 +254,29 @@ class CurriculumSampler:
         rank: int | None = None,
         signal: str = "geomean",
     ) -> None:
-        self.clusters: list[tuple[Any, Any]] = [tuple(c) for c in clusters]
+        clusters = list(clusters)
         if isinstance(order, str):
             if order not in ORDERS:
                 raise UserError(f"unknown order {order!r}; choose from {ORDERS} or give a permutation of the clusters")
         else:
             order = [int(i) for i in order]
-            if sorted(order) != list(range(len(self.clusters))):
-                raise UserError(f"an explicit order must be a permutation of 0..{len(self.clusters) - 1}, got {order}")
+            if sorted(order) != list(range(len(clusters))):
+                raise UserError(f"an explicit order must be a permutation of 0..{len(clusters) - 1}, got {order}")
         if pacing is None and order != "none":
             raise UserError(f"order {order!r} needs a pacing rule (e.g. AdaptivePacing)")
         if signal not in SIGNALS:
             raise UserError(f"unknown signal {signal!r}; choose from {SIGNALS}")
+        super().__init__(clusters, density=density, seed=seed, rank=rank)
         self.signal = signal
-        self.density = density
-        if density is None:
-            self.T: int | None = validate_discrete_clusters(self.clusters)
-            self.clusters = [(int(a), int(b)) for a, b in self.clusters]
-        else:
-            self.T = None
-            _validate_continuous_clusters(self.clusters, density)
-        self.n_clusters = len(self.clusters)
         self.pacing = pacing
         self.order = order
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-            raise UserError(f"seed must be an integer, got {seed!r}")
-        self.seed = int(seed)
         self.cumulative = bool(cumulative)
         self.cluster_order = self._cluster_order()
         if order == "none":
             self.n_stages = 1
         else:
             self.n_stages = self.n_clusters if self.cumulative else self.n_clusters + 1
-        if rank is None:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        if isinstance(rank, bool) or not isinstance(rank, int | np.integer) or rank < 0:
-            raise UserError(f"rank must be an integer >= 0, got {rank!r}")
-        self.rank = int(rank)
-        self.draws = 0  # calls of sample() that used the sampler's own stream
         self.stage = 1
-        self.step = 0
         # (step after which it advanced, new stage, cause)
         self.transitions: list[tuple[int, int, str | None]] = []
         self.pacing_snapshot: dict[str, Any] | None = None  # the pacing's signal_state() after the last step
@@ -199,14 +284,6 @@ class CurriculumSampler:
         self.draw_counts = torch.zeros(n_bins, dtype=torch.long)  # all ranks' (this rank's since observe)
         self._unsynced_draws = torch.zeros(n_bins, dtype=torch.long)  # this rank's since the last observe
         self._pending: Tensor | None = None  # pooled sums of an accumulated step's micro-batches so far
-        self.loss_sum = torch.zeros(self.n_clusters, dtype=torch.float64)
-        self.loss_count = torch.zeros(self.n_clusters, dtype=torch.long)
-        if self.T is not None:
-            self._cluster_of_t = torch.repeat_interleave(
-                torch.arange(self.n_clusters), torch.tensor([b - a for a, b in self.clusters])
-            )
-        else:
-            self._edges = torch.tensor([a for a, _ in self.clusters[1:]], dtype=torch.float64)
         self._refresh()
 
     @classmethod
@@ -310,10 +387,7 @@ class CurriculumSampler:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
             raise UserError(f"batch_size must be an integer >= 0, got {batch_size!r}")
-        g = generator
-        if g is None:
-            g = torch.Generator().manual_seed(draw_seed(self.seed, self.rank, self.draws))
-            self.draws += 1
+        g = self._generator(generator)
         offset = float(torch.rand((), generator=g, dtype=torch.float64))
         counts = stratified_counts(self._quotas(batch_size), offset)
         j = torch.repeat_interleave(torch.arange(counts.numel()), counts)  # unlocked-cluster slot of each draw
@@ -369,8 +443,7 @@ class CurriculumSampler:
         buf = reduced[: 2 * n + 2]
         self.draw_counts += reduced[2 * n + 2 :].round().long() - self._unsynced_draws  # the other ranks'
         self._unsynced_draws.zero_()
-        self.loss_sum += buf[:n]
-        self.loss_count += buf[n : 2 * n].round().long()
+        self._add_losses(buf[:n], buf[n : 2 * n])
         self.step += 1
         self.pacing_snapshot = None
         if self.finished:
@@ -402,13 +475,9 @@ class CurriculumSampler:
 
     def _cluster_sums(self, flat: Tensor, timesteps: Tensor, sums: Tensor, counts: Tensor) -> None:
         """Add this rank's per-cluster loss sums and counts to ``sums``/``counts``."""
-        t = timesteps.detach().flatten().cpu()
-        if t.numel() != flat.numel():
-            raise UserError(f"observe got {flat.numel()} per-sample losses but {t.numel()} timesteps")
-        if self.T is not None:
-            cluster = self._cluster_of_t[t.long()]
-        else:
-            cluster = torch.searchsorted(self._edges, t.to(torch.float64), right=True)
+        if timesteps.numel() != flat.numel():
+            raise UserError(f"observe got {flat.numel()} per-sample losses but {timesteps.numel()} timesteps")
+        cluster = self.cluster_of(timesteps)
         values = flat.cpu().to(torch.float64)
         sums.index_add_(0, cluster, values)
         counts.index_add_(0, cluster, torch.ones_like(values))
@@ -424,8 +493,6 @@ class CurriculumSampler:
         ranks (plus this rank's draws since its last :meth:`observe`). ``cluster_probs`` is each
         cluster's probability for the next draw.
         """
-        counts = self.loss_count.clamp(min=1).to(torch.float64)
-        mean = torch.where(self.loss_count > 0, self.loss_sum / counts, float("nan"))
         per_cluster = self.draw_counts
         if self.T is not None:
             per_cluster = torch.zeros(self.n_clusters, dtype=torch.long).index_add_(0, self._cluster_of_t, per_cluster)
@@ -440,15 +507,13 @@ class CurriculumSampler:
             "unlocked_intervals": self.unlocked_intervals,
             "draw_counts": self.draw_counts.tolist(),
             "cluster_draws": per_cluster.tolist(),
-            "cluster_loss": mean.tolist(),
+            "cluster_loss": self._cluster_loss(reset),
             "cluster_probs": probs.tolist(),
             "pacing": None if self.pacing_snapshot is None else dict(self.pacing_snapshot),
         }
         if reset:
             self.draw_counts.zero_()
             self._unsynced_draws.zero_()
-            self.loss_sum.zero_()
-            self.loss_count.zero_()
         return out
 
     # ----- exact resume -------------------------------------------------------------------
@@ -463,16 +528,12 @@ class CurriculumSampler:
             "order": self.order,
             "cumulative": self.cumulative,
             "cluster_order": list(self.cluster_order),
-            "seed": self.seed,
             "stage": self.stage,
-            "step": self.step,
-            "draws": self.draws,
             "transitions": [list(t) for t in self.transitions],
             "pacing_snapshot": self.pacing_snapshot,
             "pacing": None if self.pacing is None else self.pacing.state_dict(),
             "draw_counts": self.draw_counts.clone(),
-            "loss_sum": self.loss_sum.clone(),
-            "loss_count": self.loss_count.clone(),
+            **self._stream_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -496,16 +557,12 @@ class CurriculumSampler:
         if not 1 <= int(state["stage"]) <= self.n_stages:
             raise UserError(f"sampler state has stage {state['stage']} outside 1..{self.n_stages}")
         self.stage = int(state["stage"])
-        self.step = int(state["step"])
-        self.seed = int(state["seed"])  # the stream continues from the saved seed and counter
-        self.draws = int(state.get("draws", self.step))
+        self._load_stream_state(state)
         self.transitions = [(int(t[0]), int(t[1]), t[2] if len(t) > 2 else None) for t in state["transitions"]]
         self.pacing_snapshot = state.get("pacing_snapshot")
         if self.pacing is not None and state["pacing"] is not None:
             self.pacing.load_state_dict(state["pacing"])
         self.draw_counts = state["draw_counts"].clone()
-        self.loss_sum = state["loss_sum"].clone()
-        self.loss_count = state["loss_count"].clone()
         self._unsynced_draws.zero_()
         self._pending = None
         self._refresh()

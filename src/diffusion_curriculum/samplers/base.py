@@ -42,13 +42,12 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
-from ..clustering import cluster_noise_levels, cluster_timesteps, validate_discrete_clusters
+from ..clustering import cluster_noise_levels, cluster_timesteps
 from ..distributed import all_reduce_sum
 from ..errors import UserError
-from ..sampler import _validate_continuous_clusters, draw_seed, pending_error, stratified_counts
+from ..sampler import NoiseSpaceSampler, pending_error, stratified_counts
 from ..schedules import ContinuousNoise, DiscreteSchedule
 
 __all__ = ["ClusterSampler", "TimestepSampler"]
@@ -113,7 +112,7 @@ def check_bool(name: str, value: Any) -> bool:
     return value
 
 
-class ClusterSampler:
+class ClusterSampler(NoiseSpaceSampler):
     """Base of the samplers that draw every batch stratified over allocation bins of the noise space.
 
     ``clusters`` are the run's clusters, sorted by noise ascending (cluster 0 the least noisy), as
@@ -139,40 +138,19 @@ class ClusterSampler:
         seed: int = 0,
         rank: int | None = None,
     ) -> None:
-        self.clusters: list[tuple[Any, Any]] = [tuple(c) for c in clusters]
-        self.density = density
-        if density is None:
-            self.T: int | None = validate_discrete_clusters(self.clusters)
-            self.clusters = [(int(a), int(b)) for a, b in self.clusters]
+        super().__init__(clusters, density=density, seed=seed, rank=rank)
+        if self.T is not None:
             edges = torch.tensor([a for a, _ in self.clusters] + [self.T], dtype=_F64) / self.T
         else:
-            self.T = None
-            _validate_continuous_clusters(self.clusters, density)
             edges = density.cdf(torch.tensor([a for a, _ in self.clusters] + [self.clusters[-1][1]], dtype=_F64))
             edges[0], edges[-1] = 0.0, 1.0
-        self.n_clusters = len(self.clusters)
         self.cluster_edges = edges  # base quantiles of the cluster boundaries, 0 .. 1
         self.base_shares = edges[1:] - edges[:-1]  # pi: each cluster's share under the base density
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-            raise UserError(f"seed must be an integer, got {seed!r}")
-        self.seed = int(seed)
-        if rank is None:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        self.rank = check_int("rank", rank, 0)
-        self.draws = 0  # calls of sample() that used the sampler's own stream
-        self.step = 0
         self.stage, self.n_stages = 1, 1
         self.transitions: list[tuple[int, int, str | None]] = []
         self.cluster_draws = torch.zeros(self.n_clusters, dtype=torch.long)  # all ranks' (this rank's since observe)
         self._unsynced_draws = torch.zeros(self.n_clusters, dtype=torch.long)  # this rank's since the last observe
         self._pending: list[tuple[Tensor, Tensor]] = []  # an accumulated step's micro-batches so far
-        self.loss_sum = torch.zeros(self.n_clusters, dtype=_F64)
-        self.loss_count = torch.zeros(self.n_clusters, dtype=torch.long)
-        if self.T is not None:
-            sizes = torch.tensor([b - a for a, b in self.clusters])
-            self._cluster_of_t = torch.repeat_interleave(torch.arange(self.n_clusters), sizes)
-        else:
-            self._inner_edges = torch.tensor([a for a, _ in self.clusters[1:]], dtype=_F64)
         self._set_bins(per_timestep=False)
 
     @classmethod
@@ -216,13 +194,6 @@ class ClusterSampler:
         """Each cluster's probability for the next draw (float64, sums to 1)."""
         return torch.zeros(self.n_clusters, dtype=_F64).index_add_(0, self._bin_cluster, self.bin_probs())
 
-    def cluster_of(self, levels: Tensor) -> Tensor:
-        """The cluster index of each level (timestep or noise level)."""
-        x = levels.detach().flatten().cpu()
-        if self.T is not None:
-            return self._cluster_of_t[x.long()]
-        return torch.searchsorted(self._inner_edges, x.to(_F64), right=True)
-
     def _bin_of(self, levels: Tensor) -> Tensor:
         """The allocation bin of each level."""
         if len(self._bin_bounds) == self.n_clusters:
@@ -259,10 +230,7 @@ class ClusterSampler:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
             raise UserError(f"batch_size must be an integer >= 0, got {batch_size!r}")
-        g = generator
-        if g is None:
-            g = torch.Generator().manual_seed(draw_seed(self.seed, self.rank, self.draws))
-            self.draws += 1
+        g = self._generator(generator)
         offset = float(torch.rand((), generator=g, dtype=_F64))
         counts = stratified_counts(batch_size * self.bin_probs(), offset)
         bins = torch.repeat_interleave(torch.arange(counts.numel()), counts)
@@ -312,8 +280,7 @@ class ClusterSampler:
         sums, counts = buf[:k], buf[k : 2 * k]
         self.cluster_draws += buf[2 * k :].round().long() - self._unsynced_draws  # the other ranks'
         self._unsynced_draws.zero_()
-        self.loss_sum += sums
-        self.loss_count += counts.round().long()
+        self._add_losses(sums, counts)
         self.step += 1
         self._learn(values, levels, sums, counts)
         return False
@@ -341,8 +308,6 @@ class ClusterSampler:
         (all ranks', plus this rank's draws since its last :meth:`observe`), each cluster's
         probability for the next draw (``cluster_probs``), and the stage view of a sampler without
         stages."""
-        counts = self.loss_count.clamp(min=1).to(_F64)
-        mean = torch.where(self.loss_count > 0, self.loss_sum / counts, float("nan"))
         out = {
             "step": self.step,
             "stage": self.stage,
@@ -351,15 +316,13 @@ class ClusterSampler:
             "unlocked": self.unlocked,
             "unlocked_intervals": self.unlocked_intervals,
             "cluster_draws": self.cluster_draws.tolist(),
-            "cluster_loss": mean.tolist(),
+            "cluster_loss": self._cluster_loss(reset),
             "cluster_probs": self.cluster_probs().tolist(),
             "pacing": None,
         }
         if reset:
             self.cluster_draws.zero_()
             self._unsynced_draws.zero_()
-            self.loss_sum.zero_()
-            self.loss_count.zero_()
         return out
 
     # ----- exact resume -----------------------------------------------------------------------
@@ -383,12 +346,8 @@ class ClusterSampler:
             "sampler": self.name,
             "format": _STATE_FORMAT,
             "config": self._config(),
-            "seed": self.seed,
-            "step": self.step,
-            "draws": self.draws,
             "cluster_draws": self.cluster_draws.clone(),
-            "loss_sum": self.loss_sum.clone(),
-            "loss_count": self.loss_count.clone(),
+            **self._stream_state(),
             "state": self._state(),
         }
 
@@ -406,12 +365,8 @@ class ClusterSampler:
                 raise UserError(
                     f"sampler state was saved with {key}={state['config'].get(key)!r}, but this sampler has {value!r}"
                 )
-        self.step = int(state["step"])
-        self.seed = int(state["seed"])  # the stream continues from the saved seed and counter
-        self.draws = int(state.get("draws", self.step))
+        self._load_stream_state(state)
         self.cluster_draws = state["cluster_draws"].clone()
-        self.loss_sum = state["loss_sum"].clone()
-        self.loss_count = state["loss_count"].clone()
         self._unsynced_draws.zero_()
         self._pending = []
         self._load(state["state"])
