@@ -363,3 +363,24 @@ def test_compare_summary_prints_the_table_or_one_line_and_exit_code_2(tmp_path, 
     assert main(["compare", "--summary", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no verdict.json" in err[0]
+
+
+def test_a_censored_pair_says_whose_seed_never_reached_the_target():
+    """A censored baseline flatters the baseline, a censored method the method: the sentence names the side
+    and the seeds (the digits verdict had one baseline seed that never reached the pooled target)."""
+    from diffusion_curriculum.experiments.report.verdict import censoring
+    from diffusion_curriculum.experiments.stats import speedup_to_target
+
+    steps = list(range(20, 1001, 20))
+    reaching = (steps, [1.0 / (1.0 + st / 100) for st in steps])
+    flat = (steps, [1.0] * len(steps))
+    baseline = {0: flat, 1: reaching, 2: reaching, 3: reaching, 4: reaching}
+    method = {0: reaching, 1: reaching, 2: flat, 3: flat, 4: reaching}
+    speed = speedup_to_target(baseline, method, True, budget=1000)
+    assert speed["censored"] == 3
+    assert censoring(speed) == (
+        "the method never reached the target on seeds 2, 3; the baseline never reached the target on seed 0, "
+        "counted at the budget"
+    )
+    only_baseline = speedup_to_target(baseline, {s: reaching for s in range(5)}, True, budget=1000)
+    assert censoring(only_baseline) == "the baseline never reached the target on seed 0, counted at the budget"

@@ -138,6 +138,20 @@ def fmt_holm(p: float | None, n: int) -> str:
     return "—" if p is None else f"{p:.3g}"
 
 
+def censoring(speed: dict[str, Any]) -> str:
+    """Which side of which pairs never reached the target, from :func:`~..stats.speedup_to_target`'s
+    pairs: a censored baseline seed flatters the baseline, a censored method seed the method, so a
+    reader needs to know which it was."""
+    method = [str(r["seed"]) for r in speed["pairs"] if r["steps"] is None]
+    baseline = [str(r["baseline_seed"]) for r in speed["pairs"] if r["baseline_steps"] is None]
+    parts = []
+    if method:
+        parts.append(f"the method never reached the target on seed{'s' * (len(method) > 1)} {', '.join(method)}")
+    if baseline:
+        parts.append(f"the baseline never reached the target on seed{'s' * (len(baseline) > 1)} {', '.join(baseline)}")
+    return "; ".join(parts) + ", counted at the budget"
+
+
 def sentence(v: Verdict, c: Comparison, metric: str) -> str:
     """One comparison in plain words, steps first (docs: "How we report a speed-up")."""
     s = c.speed
@@ -154,7 +168,7 @@ def sentence(v: Verdict, c: Comparison, metric: str) -> str:
         f"seeds, {p_text})"
     )
     if s["censored"]:
-        text += f"; {s['censored']} pair(s) censored at the budget (a seed never reached the target)"
+        text += f"; {s['censored']} pair(s) censored at the budget ({censoring(s)})"
     if c.final and c.final["diff"] is not None:
         f = c.final
         text += (
