@@ -384,3 +384,39 @@ def test_a_censored_pair_says_whose_seed_never_reached_the_target():
     )
     only_baseline = speedup_to_target(baseline, {s: reaching for s in range(5)}, True, budget=1000)
     assert censoring(only_baseline) == "the baseline never reached the target on seed 0, counted at the budget"
+
+
+def test_compare_summary_plot_draws_every_interval_and_refuses_bad_paths(tmp_path, capsys):
+    from diffusion_curriculum.cli import main
+    from diffusion_curriculum.experiments.report import plot_summary
+
+    fid = {(m, s): [100.0 - s, 50.0, 30.0, 20.0 + s] for m in ("none", "easy_to_hard") for s in range(8)}
+    _fabricate(tmp_path / "a", fid, weightings=("none", "min_snr"))
+    _fabricate(tmp_path / "few", FID)  # too few seeds for an interval
+    for grid in ("a", "few"):
+        write_report(tmp_path / grid)
+    record = json.loads((tmp_path / "a" / "verdict.json").read_text())
+    rows = plot_summary([tmp_path / "few", tmp_path / "a"], tmp_path / "forest.png")
+    expected = [(c["speedup"], *c["speedup_ci"]) for c in record["comparisons"]]
+    assert len(rows) == len(expected) == 2 and [r[1:] for r in rows] == [pytest.approx(e) for e in expected]
+    assert all(r[2] <= r[1] <= r[3] for r in rows)
+    assert [r[0] for r in rows] == [
+        f"{record['name']} (8)  {c['weighting']}  {c['method']}" for c in record["comparisons"]
+    ]
+    with Image.open(tmp_path / "forest.png") as im:
+        assert im.size[0] > 400 and im.size[1] > 100
+    capsys.readouterr()
+    assert main(["compare", "--summary", str(tmp_path / "a"), "--plot", str(tmp_path / "cli.png")]) == 0
+    assert (tmp_path / "cli.png").stat().st_size > 1000
+    nowhere = str(tmp_path / "no" / "x.png")
+    for bad, needle in (
+        (["--plot", str(tmp_path / "x.png")], "--plot"),
+        (["--summary", str(tmp_path / "a"), "--plot", nowhere], "--plot"),
+        (["--summary", str(tmp_path / "a"), "--plot", str(tmp_path / "x.pdf")], "--plot"),
+        (["--summary", str(tmp_path / "few"), "--plot", str(tmp_path / "x.png")], "nothing to plot"),
+    ):
+        capsys.readouterr()
+        assert main(["compare", *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0]
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.pdf").exists()

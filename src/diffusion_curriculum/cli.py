@@ -192,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="train nothing: print one Markdown table of the verdicts of these finished grid folders",
     )
+    compare.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="with --summary: also draw its speed-ups with their 95%% intervals as a forest plot into this file",
+    )
     _add_launcher_options(compare, "the grid's launcher, else local")
     compare.set_defaults(func=_cmd_compare)
 
@@ -687,10 +693,16 @@ def _eval_summary(record: dict[str, Any]) -> str:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
+    if args.plot is not None and not args.summary:
+        raise UserError("--plot draws the --summary table: give --summary DIR... with it")
+    if args.plot is not None and (args.plot.suffix.lower() != ".png" or not args.plot.parent.is_dir()):
+        raise UserError(f"--plot {args.plot}: give a .png file in an existing folder")
     if args.summary:
-        from .experiments.report import summary_table
+        from .experiments.report import plot_summary, summary_table
 
         print(summary_table(args.summary), end="")
+        if args.plot is not None:
+            plot_summary(args.summary, args.plot)
         return
     from .experiments.grid import load_grid, preset_path
 

@@ -14,10 +14,10 @@ from ...runs.atomic import write_atomic
 from .document import to_html, to_markdown
 from .results import Grid, Run, load_results
 from .sections import build_document
-from .summary import summary_table
+from .summary import plot_summary, summary_table
 from .verdict import verdict, verdict_record
 
-__all__ = ["Grid", "Run", "load_results", "summary_table", "write_report"]
+__all__ = ["Grid", "Run", "load_results", "plot_summary", "summary_table", "write_report"]
 
 VERDICT = "verdict.json"
 

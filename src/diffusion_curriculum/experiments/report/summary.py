@@ -10,7 +10,7 @@ from typing import Any
 from ...errors import UserError
 from ..stats import MIN_SEEDS_FOR_P
 
-__all__ = ["summary_table"]
+__all__ = ["plot_summary", "summary_table"]
 
 
 def _ci(ci: list[float] | None, fmt: str) -> str:
@@ -40,6 +40,10 @@ def _read(folder: Path) -> dict[str, Any]:
     return record
 
 
+def _verdicts(folders: list[Path]) -> list[dict[str, Any]]:
+    return [_read(Path(folder)) for folder in folders]
+
+
 def summary_table(folders: list[Path]) -> str:
     """A Markdown table, one row per (grid, weighting, method) against that weighting's uniform baseline:
     the speed-up to the baseline's target quality with its 95% interval, seeds faster, the sample metric's
@@ -55,8 +59,7 @@ def summary_table(folders: list[Path]) -> str:
         "Holm p, metric (Wilcoxon; t)",
     ]
     rows = [header, ["---"] * len(header)]
-    for folder in folders:
-        v = _read(Path(folder))
+    for v in _verdicts(folders):
         for c in v["comparisons"]:
             speed = "—" if c["speedup"] is None else f"{c['speedup']:.2f}x ({_ci(c['speedup_ci'], '{:.2f}')})"
             f = c.get("final") or {}
@@ -80,3 +83,45 @@ def summary_table(folders: list[Path]) -> str:
                 ]
             )
     return "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
+
+
+def plot_summary(folders: list[Path], path: Path) -> list[tuple[str, float, float, float]]:
+    """A forest plot of :func:`summary_table`'s speed-ups: one row per (grid, weighting, method) with its 95%
+    interval on a log axis, a line at 1x (as fast as uniform), green where the whole interval is above 1x,
+    red where it is below, grey where it spans 1x. Written to ``path`` (PNG); returns the rows drawn, top to
+    bottom, as (label, speed-up, low, high). Comparisons without a speed-up or interval are left out."""
+    import matplotlib
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    from .figures import STYLE, _figure
+
+    rows: list[tuple[str, float, float, float]] = []
+    for v in _verdicts(folders):
+        multi = len({c["weighting"] for c in v["comparisons"]}) > 1
+        for c in v["comparisons"]:
+            if c["speedup"] is None or c["speedup_ci"] is None:
+                continue
+            label = f"{v['name']} ({c['pairs']})  " + (f"{c['weighting']}  " if multi else "") + c["method"]
+            rows.append((label, float(c["speedup"]), float(c["speedup_ci"][0]), float(c["speedup_ci"][1])))
+    if not rows:
+        raise UserError("no speed-up with an interval in these verdicts: nothing to plot")
+    with matplotlib.rc_context(STYLE):
+        fig = _figure(7.5, 1.2 + 0.24 * len(rows))
+        ax = fig.add_subplot()
+        for i, (_, x, lo, hi) in enumerate(rows):
+            colour = "tab:green" if lo > 1 else "tab:red" if hi < 1 else "0.45"
+            ax.plot([lo, hi], [i, i], color=colour, lw=2, solid_capstyle="butt")
+            ax.plot([x], [i], "o", color=colour, ms=4)
+        ax.axvline(1.0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        ticks = [t for t in (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0) if min(r[2] for r in rows) / 1.2 <= t]
+        ticks = [t for t in ticks if t <= max(r[3] for r in rows) * 1.2]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_xlabel("speed-up against uniform sampling, 95% CI (> 1x: fewer steps)")
+        ax.grid(axis="x", which="both", alpha=0.3)
+        fig.savefig(path)
+    return rows
