@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,11 +70,31 @@ def test_downsampled_images_are_scored_pixel_replicated_with_their_own_reference
     assert full_ref.shape == small_ref.shape and not torch.allclose(full_ref, small_ref)  # not the cached one
 
 
-def test_evaluate_final_model_writes_jsonl_and_plot(tmp_path):
+def _scipy_fid(a, b):
+    """pytorch-fid's formula with scipy's sqrtm, float64: an independent check of the package's FID."""
+    from scipy import linalg
+
+    a, b = a.double().numpy(), b.double().numpy()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(s_a @ s_b).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean))
+
+
+def test_evaluate_final_model_writes_jsonl_and_plot(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--out", str(run)]) == 0
+    capsys.readouterr()
     assert main(["evaluate", str(run), *EVAL]) == 0
     (record,) = _lines(run / "eval.jsonl")
+    # The noise floor of the shipped classifier: two disjoint seed-0 halves of the training split (the reference).
+    reference = load_evaluator("digits").features(load_dataset("digits").train)
+    perm = torch.randperm(reference.shape[0], generator=torch.Generator().manual_seed(0))
+    half = reference.shape[0] // 2
+    floor = _scipy_fid(reference[perm[:half]], reference[perm[half : 2 * half]])
+    assert record["fid_noise_floor"] == pytest.approx(floor, rel=1e-6)
+    assert 0 < record["fid_noise_floor"] < record["fid"]
+    assert f"noise floor {record['fid_noise_floor']:.4g}" in capsys.readouterr().out
     assert record["step"] == 4 and record["n"] == 40 and record["solver"] == "ddim"
     for key in ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage", "is_analogue"):
         assert isinstance(record[key], float), key

@@ -420,3 +420,12 @@ def test_compare_summary_plot_draws_every_interval_and_refuses_bad_paths(tmp_pat
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0]
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.pdf").exists()
+
+
+def test_the_noise_floor_sentence_gives_one_floor_or_the_range_of_the_seeds_splits():
+    from diffusion_curriculum.experiments.report.sections import _noise_floor_text
+
+    assert _noise_floor_text([]) == ""
+    assert "is 0.9123:" in _noise_floor_text([0.91234])
+    several = _noise_floor_text([0.85, 0.91, 1.02])
+    assert "is 0.85 to 1.02 (one per training split):" in several and "0.91" not in several

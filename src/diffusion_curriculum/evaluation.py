@@ -81,7 +81,7 @@ class _Extractor:
         self.classifier = None
         self.inception = None
         self.fitted = None
-        self.noise_floor: float | None = None  # real-vs-real FID of the evaluator's data, where it records one
+        self.noise_floor: float | None = None  # real-vs-real FID: a fitted evaluator's, else measured on the reference
         if inception_weights is not None and evaluator is not None:
             raise UserError("give --inception-weights or --evaluator, not both")
         if evaluator is not None:
@@ -211,6 +211,11 @@ def _evaluate_run(run: Path, all_checkpoints: bool, settings: EvalSettings) -> l
         extractor = _Extractor(config.data.dataset, settings.inception_weights, device, settings.evaluator)
         extractor.check(config, data)
         reference = _reference_features(config, data, extractor)
+        if extractor.noise_floor is None:
+            # The shipped classifiers and Inception record no floor: measure it on the FID's own reference.
+            from .metrics.distribution import noise_floor
+
+            extractor.noise_floor = noise_floor(reference)[0]
     records = []
     targets = _targets(run, all_checkpoints)
     for i, target in enumerate(tqdm(targets, desc="evaluate", disable=len(targets) < 2 or not settings.progress)):
@@ -259,7 +264,7 @@ def _evaluate_run(run: Path, all_checkpoints: bool, settings: EvalSettings) -> l
             guidance_scale=sampling.guidance_scale,
             extractor=extractor.identity if extractor is not None else "exact",
         )
-        if extractor is not None and extractor.noise_floor is not None:
+        if extractor is not None:
             record["fid_noise_floor"] = extractor.noise_floor
         records.append(record)
     report("evaluate", len(targets), len(targets))

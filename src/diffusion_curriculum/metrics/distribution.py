@@ -27,6 +27,7 @@ __all__ = [
     "feature_metrics",
     "frechet_distance",
     "kid",
+    "noise_floor",
     "precision_recall",
 ]
 
@@ -124,6 +125,19 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
     tr_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
     fd = (a.mean - b.mean).pow(2).sum() + torch.trace(a.cov) + torch.trace(b.cov) - 2 * tr_sqrt
     return max(float(fd), 0.0)
+
+
+def noise_floor(features: Tensor, seed: int = 0) -> tuple[float, int]:
+    """Real-vs-real Fréchet distance between two disjoint random halves of ``features``, and the half's size.
+
+    The FID the real data scores against itself at that sample size: a generated set whose FID is near it is as
+    close to the data as the data is to itself (FID's bias falls with the number of images, so the floor at the
+    half's size is an order of magnitude for another size, not a bound).
+    """
+    perm = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(seed))
+    half = features.shape[0] // 2
+    a, b = features[perm[:half]], features[perm[half : 2 * half]]
+    return frechet_distance(FeatureStats.from_features(a), FeatureStats.from_features(b)), half
 
 
 def _poly_kernel_sums(a: Tensor, b: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ from ..data import load_dataset
 from ..data.hashing import content_hash
 from ..errors import UserError
 from ..runs.atomic import write_atomic
-from .distribution import FeatureStats, frechet_distance
+from .distribution import noise_floor
 from .evaluator import _WIDTHS, _conv_bn_relu, _deterministic, _shift, fit_loop, verified_weights
 
 __all__ = ["FITTED_KIND", "FeatureNet", "FittedEvaluator", "fit_user_evaluator", "load_fitted_evaluator"]
@@ -185,14 +185,6 @@ def load_fitted_evaluator(folder: str | Path) -> FittedEvaluator:
     model.load_state_dict(load_safetensors(blob))
     model.eval().requires_grad_(False)
     return FittedEvaluator(folder, model, digest, manifest)
-
-
-def noise_floor(features: Tensor, seed: int = 0) -> tuple[float, int]:
-    """Real-vs-real Fréchet distance between two disjoint random halves of ``features``, and the half's size."""
-    perm = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(seed))
-    half = features.shape[0] // 2
-    a, b = features[perm[:half]], features[perm[half : 2 * half]]
-    return frechet_distance(FeatureStats.from_features(a), FeatureStats.from_features(b)), half
 
 
 def fit_user_evaluator(

@@ -204,8 +204,8 @@ class Grid:
 
     @property
     def noise_floors(self) -> list[float]:
-        """The real-vs-real FIDs the runs' evaluations record (``fid_noise_floor``, from a fitted evaluator's
-        manifest): the FID two halves of the real data score against each other in the same features."""
+        """The real-vs-real FIDs the runs' evaluations record (``fid_noise_floor``: a fitted evaluator's, else
+        measured on the FID's reference): the FID two halves of the real data score against each other."""
         found = {e.get("fid_noise_floor") for r in self.runs for e in r.evals}
         return sorted(x for x in found if isinstance(x, int | float))
 

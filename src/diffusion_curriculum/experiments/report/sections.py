@@ -205,7 +205,8 @@ def _noise_floor_text(floors: list[float]) -> str:
     """The sentence that puts FID beside its evaluator's noise floor, or nothing when no evaluation records one."""
     if not floors:
         return ""
-    shown = " and ".join(f"{f:.4g}" for f in floors)
+    # One floor per reference: runs of different seeds have different training splits, so a grid has a range.
+    shown = f"{floors[0]:.4g}" if len(floors) == 1 else f"{floors[0]:.4g} to {floors[-1]:.4g} (one per training split)"
     return (
         f" The evaluator's noise floor, the FID between two disjoint halves of the real data in these features, "
         f"is {shown}: a FID near it is as close to the data as the data is to itself (FID falls with the "
