@@ -70,8 +70,9 @@ def run_once(argv: list[str], env: dict[str, str], tmp: str) -> tuple[float, flo
     argv = [a.replace("{tmp}", tmp) for a in argv]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=tmp, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, check=False)
+    proc = subprocess.run(
+        argv, cwd=tmp, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -94,8 +95,10 @@ def main(argv: list[str] | None = None) -> None:
                 cpus.append(cpu)
                 codes.append(code)
             status = "ok" if not any(codes) else f"exit codes {codes}"
-            print(f"{label}: wall {statistics.median(walls):.1f} s, CPU {statistics.median(cpus):.1f} s "
-                  f"(median of {args.repeats}; {status})")
+            print(
+                f"{label}: wall {statistics.median(walls):.1f} s, CPU {statistics.median(cpus):.1f} s "
+                f"(median of {args.repeats}; {status})"
+            )
     print(f"load average {os.getloadavg()[0]:.2f} at the end (above 0.5: the cores were shared, times are long)")
 
 

@@ -57,17 +57,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--batch-size", type=int, default=64, help="batch size for both")
-    p.add_argument("--sampler-iters", type=int, default=2000,
-                   help="sampler sample+observe iterations per timed repeat")
+    p.add_argument("--sampler-iters", type=int, default=2000, help="sampler sample+observe iterations per timed repeat")
     p.add_argument("--model-steps", type=int, default=10, help="model steps per timed repeat")
-    p.add_argument("--warmup", type=int, default=3,
-                   help="untimed model steps first (sampler warm-up is 10x this, min 100)")
+    p.add_argument(
+        "--warmup", type=int, default=3, help="untimed model steps first (sampler warm-up is 10x this, min 100)"
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed repeats; medians are reported")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads for the run (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads for the run (default: torch's choice)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for init, inputs and the sampler")
-    p.add_argument("--out", type=Path, default=None,
-                   help="write the results as JSON here (default: print only)")
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here (default: print only)")
     return p.parse_args(argv)
 
 
@@ -154,8 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "processor": platform.processor() or platform.machine(),
-        "model_config": {k: list(v) if isinstance(v, tuple) else v
-                         for k, v in MODEL_CONFIG.items()},
+        "model_config": {k: list(v) if isinstance(v, tuple) else v for k, v in MODEL_CONFIG.items()},
         "model_params": n_params,
         "sampler_config": SAMPLER_CONFIG,
         "sampler_iters": args.sampler_iters,
@@ -171,9 +170,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print(f"model: UNet2DModel {results['model_config']} ({n_params / 1e6:.2f} M params)")
     print(f"sampler: {SAMPLER_CONFIG}")
-    print(f"batch {bsz}, CPU, {results['torch_threads']} torch threads, "
-          f"{args.repeats} repeats x ({args.sampler_iters} sampler iters, "
-          f"{args.model_steps} model steps); stage after each repeat: {final_stages}")
+    print(
+        f"batch {bsz}, CPU, {results['torch_threads']} torch threads, "
+        f"{args.repeats} repeats x ({args.sampler_iters} sampler iters, "
+        f"{args.model_steps} model steps); stage after each repeat: {final_stages}"
+    )
     print(f"sampler.sample + observe: {sampler_med * 1e6:9.1f} us/step (median)")
     print(f"model fwd+bwd+optim step: {model_med * 1e3:9.1f} ms/step (median)")
     print(f"overhead: {ratio:.4f} % of a model step (target < 0.5 %)")

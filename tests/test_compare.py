@@ -168,8 +168,10 @@ def test_aa_arm_pairs_disjoint_seeds_by_index():
 
 def test_dense_cadence_and_target_fraction_are_validated(tmp_path):
     base = {"base": {"data": {"dataset": "gmm"}}, "methods": ["none"], "seeds": [0, 1]}
-    for ev, key in (({"every": 5, "dense_every": 0}, "eval.dense_every"), ({"every": 5, "target_fraction": 1.5},
-                    "eval.target_fraction")):
+    for ev, key in (
+        ({"every": 5, "dense_every": 0}, "eval.dense_every"),
+        ({"every": 5, "target_fraction": 1.5}, "eval.target_fraction"),
+    ):
         path = tmp_path / "g.yaml"
         path.write_text(yaml.safe_dump({**base, "eval": ev}))
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -23,9 +23,25 @@ def _records(path: Path) -> list[dict]:
 
 def test_the_example_trains_through_every_stage_with_accumulation_and_sample_prediction(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, str(EXAMPLE), "--output_dir", str(out), "--max_train_steps", "8",
-           "--gradient_accumulation_steps", "2", "--prediction_type", "sample", "--train_batch_size", "16",
-           "--num_samples", "4", "--use_ema", "--log_draws", *FAST_STAGES]
+    cmd = [
+        sys.executable,
+        str(EXAMPLE),
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "8",
+        "--gradient_accumulation_steps",
+        "2",
+        "--prediction_type",
+        "sample",
+        "--train_batch_size",
+        "16",
+        "--num_samples",
+        "4",
+        "--use_ema",
+        "--log_draws",
+        *FAST_STAGES,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = _records(out / "draws_rank0.jsonl")
@@ -36,9 +52,29 @@ def test_the_example_trains_through_every_stage_with_accumulation_and_sample_pre
 
 
 def _torchrun(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(EXAMPLE),
-            "--output_dir", str(out), "--max_train_steps", "24", "--checkpointing_steps", "4",
-            "--train_batch_size", "8", "--num_samples", "0", "--log_draws", "--use_ema", *FAST_STAGES, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(EXAMPLE),
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "24",
+        "--checkpointing_steps",
+        "4",
+        "--train_batch_size",
+        "8",
+        "--num_samples",
+        "0",
+        "--log_draws",
+        "--use_ema",
+        *FAST_STAGES,
+        *extra,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -77,8 +113,9 @@ def test_two_processes_killed_and_resumed_continue_every_rank_bit_for_bit(tmp_pa
     run.wait(timeout=60)
     assert (cut / "checkpoint-4").exists(), run.stderr.read()[-3000:]
 
-    proc = subprocess.run(_torchrun(cut, "--resume_from_checkpoint", "latest"), capture_output=True, text=True,
-                          timeout=400, env=_env())
+    proc = subprocess.run(
+        _torchrun(cut, "--resume_from_checkpoint", "latest"), capture_output=True, text=True, timeout=400, env=_env()
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):
         records = _records(cut / f"draws_rank{rank}.jsonl")

@@ -44,8 +44,14 @@ def test_the_readme_recipe_runs_in_the_scripts_places_and_keeps_its_loss(predict
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     model, optimizer = accelerator.prepare(model, optimizer)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type)
-    scope = {"accelerator": accelerator, "noise_scheduler": noise_scheduler, "F": F, "torch": torch,
-             "args": Namespace(prediction_type=prediction_type), "_extract_into_tensor": _extract_into_tensor}
+    scope = {
+        "accelerator": accelerator,
+        "noise_scheduler": noise_scheduler,
+        "F": F,
+        "torch": torch,
+        "args": Namespace(prediction_type=prediction_type),
+        "_extract_into_tensor": _extract_into_tensor,
+    }
     exec(one, scope)
     sampler = scope["sampler"]
     assert sampler in accelerator._custom_objects  # registered for checkpointing

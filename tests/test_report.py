@@ -58,8 +58,11 @@ def _fabricate(
                         "unlocked": [[0, 10]],
                         "cluster_loss": [0.1] * 4,
                     }
-                    | ({"stage_changes": [[s, min(1 + s // 90, n_stages), "patience" if s < 200 else "cap"]]}
-                       if n_stages > 1 and s % 90 == 0 and s // 90 < n_stages else {"stage_changes": []})
+                    | (
+                        {"stage_changes": [[s, min(1 + s // 90, n_stages), "patience" if s < 200 else "cap"]]}
+                        if n_stages > 1 and s % 90 == 0 and s // 90 < n_stages
+                        else {"stage_changes": []}
+                    )
                     for s in range(10, STEPS[-1] + 1, 10)
                 ],
             )
@@ -123,9 +126,14 @@ def test_write_report_end_to_end(tmp_path):
     assert md == tmp_path / "report.md" and page == tmp_path / "report.html"
     text, doc = md.read_text(), page.read_text()
     fid = "fid in digits-classifier features"  # every FID names its feature space
-    for header in (f"final {fid} (mean ± std)", f"Δ {fid} at step 400", "Holm p (Wilcoxon; t)",
-                   "speed-up to the baseline's 50%-budget held-out denoising loss (95% CI)",
-                   "stage changes by patience", "stage changes by cap"):
+    for header in (
+        f"final {fid} (mean ± std)",
+        f"Δ {fid} at step 400",
+        "Holm p (Wilcoxon; t)",
+        "speed-up to the baseline's 50%-budget held-out denoising loss (95% CI)",
+        "stage changes by patience",
+        "stage changes by cap",
+    ):
         assert header in text
     assert f"the shipped digits classifier's features ({EXTRACTOR})" in text and "fid (" not in text
     # two seeds: a speed-up (2x by construction) but neither an interval nor a p-value
@@ -313,8 +321,12 @@ def test_one_cluster_numbering_in_info_and_the_report(tmp_path, capsys):
     info = capsys.readouterr().out
     assert "cluster 0 = least noise (hardest) ... cluster 3 = most noise (easiest)" in info
     rows = info.split("clusters (timesteps;")[1].splitlines()[2:6]
-    assert [r.split()[:3] for r in rows] == [["0", "[0,", "250)"], ["1", "[250,", "500)"], ["2", "[500,", "750)"],
-                                             ["3", "[750,", "1000)"]]
+    assert [r.split()[:3] for r in rows] == [
+        ["0", "[0,", "250)"],
+        ["1", "[250,", "500)"],
+        ["2", "[500,", "750)"],
+        ["3", "[750,", "1000)"],
+    ]
     _fabricate(tmp_path, FID)
     text = write_report(tmp_path)[0].read_text()
     assert "(cluster 0 = least noise)" in text and "(0 = least noise)" in text and "C_1" not in text

@@ -140,8 +140,19 @@ def _example():
 def test_each_sampler_runs_in_the_diffusers_recipe(tmp_path, sampler):
     out = tmp_path / sampler
     extra = ["--shares", "0.2,0.3,0.5"] if sampler == "matched_marginal" else []
-    args = ["--max_train_steps", "4", "--n_clusters", "3", "--train_batch_size", "16", "--num_samples", "4",
-            "--log_draws", "--output_dir", str(out)]
+    args = [
+        "--max_train_steps",
+        "4",
+        "--n_clusters",
+        "3",
+        "--train_batch_size",
+        "16",
+        "--num_samples",
+        "4",
+        "--log_draws",
+        "--output_dir",
+        str(out),
+    ]
     _example().main([*args, "--sampler", sampler, *extra])
     records = [json.loads(line) for line in (out / "draws_rank0.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4] and all(min(r["losses"]) > 0 for r in records)

@@ -494,7 +494,17 @@ def test_10_small_cases(tmp_path, capsys):
     assert code == 0
     before = _snapshot(out)
     line = _refused(
-        capsys, "train", *TINY_ARGS, "--pacing", "linear", "--max-steps", "12", "--out", out, "--resume", "latest",
+        capsys,
+        "train",
+        *TINY_ARGS,
+        "--pacing",
+        "linear",
+        "--max-steps",
+        "12",
+        "--out",
+        out,
+        "--resume",
+        "latest",
         needle="train.max_steps is 12 here",
     )
     assert "curriculum.pacing_steps" in line
