@@ -84,12 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output_dir", type=Path, default=Path("runs/diffusers_unconditional"))
     p.add_argument("--train_batch_size", type=int, default=64, help="images per process per micro-batch")
     p.add_argument("--num_epochs", type=int, default=10)
-    p.add_argument(
-        "--max_train_steps",
-        type=int,
-        default=None,
-        help="optimizer steps; overrides --num_epochs (as in diffusers' other scripts)",
-    )
+    p.add_argument("--max_train_steps", type=int, default=None,
+                   help="optimizer steps; overrides --num_epochs (as in diffusers' other scripts)")
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--lr_scheduler", default="cosine", help="a diffusers.optimization.get_scheduler name")
@@ -105,32 +101,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="model, data order, each process's noise and the sampler")
     p.add_argument("--num_samples", type=int, default=64, help="images in the final DDIM grid (0: none)")
     p.add_argument("--log_draws", action="store_true", help="write draws_rank<r>.jsonl (see the module doc)")
-    p.add_argument(
-        "--sampler",
-        choices=tuple(SAMPLERS),
-        default="curriculum",
-        help="the paper's curriculum (with --order) or another timestep sampler",
-    )
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="curriculum",
+                   help="the paper's curriculum (with --order) or another timestep sampler")
     p.add_argument("--order", choices=ORDERS, default="easy_to_hard", help="curriculum order; none = uniform")
     p.add_argument("--n_clusters", type=int, default=5, help="timestep clusters (curriculum stages)")
-    p.add_argument(
-        "--patience",
-        type=int,
-        default=10,
-        help="adaptive pacing: optimizer steps without a 2%% improvement of the smoothed loss",
-    )
+    p.add_argument("--patience", type=int, default=10,
+                   help="adaptive pacing: optimizer steps without a 2%% improvement of the smoothed loss")
     p.add_argument("--pacing_ema", type=float, default=0.9, help="adaptive pacing: EMA decay of the log-loss")
-    p.add_argument(
-        "--cap_multiple",
-        type=int,
-        default=8,
-        help="a stage ends after this many times the shortest stage patience allows",
-    )
-    p.add_argument(
-        "--shares",
-        type=lambda text: [float(x) for x in text.split(",")],
-        help="matched_marginal: each cluster's share, comma-separated",
-    )
+    p.add_argument("--cap_multiple", type=int, default=8,
+                   help="a stage ends after this many times the shortest stage patience allows")
+    p.add_argument("--shares", type=lambda text: [float(x) for x in text.split(",")],
+                   help="matched_marginal: each cluster's share, comma-separated")
     return p.parse_args(argv)
 
 
@@ -143,13 +124,8 @@ def digit_images() -> torch.Tensor:
 def tiny_unet(sample_size: int) -> UNet2DModel:
     """Two resolutions (8x8, 4x4), one ResNet block each, no attention."""
     return UNet2DModel(
-        sample_size=sample_size,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
+        sample_size=sample_size, in_channels=1, out_channels=1, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
     )
 
 
@@ -219,26 +195,13 @@ def main(argv: list[str] | None = None) -> None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
 
     model = tiny_unet(sample_size=8)
-    ema_model = (
-        EMAModel(
-            model.parameters(),
-            decay=args.ema_max_decay,
-            use_ema_warmup=True,
-            model_cls=UNet2DModel,
-            model_config=model.config,
-        )
-        if args.use_ema
-        else None
-    )
-    noise_scheduler = DDPMScheduler(
-        num_train_timesteps=args.ddpm_num_steps,
-        beta_schedule=args.ddpm_beta_schedule,
-        prediction_type=args.prediction_type,
-    )
+    ema_model = EMAModel(model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True,
+                         model_cls=UNet2DModel, model_config=model.config) if args.use_ema else None
+    noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule,
+                                    prediction_type=args.prediction_type)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
-    train_dataloader = DataLoader(
-        TensorDataset(digit_images()), batch_size=args.train_batch_size, shuffle=True, drop_last=True
-    )
+    train_dataloader = DataLoader(TensorDataset(digit_images()), batch_size=args.train_batch_size, shuffle=True,
+                                  drop_last=True)
     num_update_steps_per_epoch = math.ceil(
         len(train_dataloader) / accelerator.num_processes / args.gradient_accumulation_steps
     )
@@ -251,8 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         accelerator.register_for_checkpointing(ema_model)
 
     lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
+        args.lr_scheduler, optimizer=optimizer,
         num_warmup_steps=args.lr_warmup_steps * args.gradient_accumulation_steps,
         num_training_steps=max_train_steps * args.gradient_accumulation_steps,
     )
@@ -279,11 +241,8 @@ def main(argv: list[str] | None = None) -> None:
             accelerator.load_state(str(args.output_dir / path))
             global_step = int(path.split("-")[1])
             first_epoch = global_step // num_update_steps_per_epoch
-            resume_step = (
-                global_step
-                * args.gradient_accumulation_steps
-                % (num_update_steps_per_epoch * args.gradient_accumulation_steps)
-            )
+            resume_step = global_step * args.gradient_accumulation_steps % (
+                num_update_steps_per_epoch * args.gradient_accumulation_steps)
     draws_log = None
     if args.log_draws:
         draws_log = (args.output_dir / f"draws_rank{accelerator.process_index}.jsonl").open("a")
@@ -309,14 +268,12 @@ def main(argv: list[str] | None = None) -> None:
                 model_output = model(noisy_images, timesteps).sample
                 if args.prediction_type == "epsilon":  # <-- recipe (3/3): the loss per sample
                     per_sample_loss = F.mse_loss(model_output.float(), noise.float(), reduction="none").mean(
-                        dim=(1, 2, 3)
-                    )
+                        dim=(1, 2, 3))
                 else:  # "sample", with the script's SNR weights
                     alpha_t = noise_scheduler.alphas_cumprod.to(clean_images.device)[timesteps].view(-1, 1, 1, 1)
                     snr_weights = alpha_t / (1 - alpha_t)
-                    per_sample_loss = (
-                        snr_weights * F.mse_loss(model_output.float(), clean_images.float(), reduction="none")
-                    ).mean(dim=(1, 2, 3))
+                    per_sample_loss = (snr_weights * F.mse_loss(
+                        model_output.float(), clean_images.float(), reduction="none")).mean(dim=(1, 2, 3))
                 loss = (per_sample_loss * sampler.loss_weights(timesteps)).mean()  # ones for the curriculum
                 accelerator.backward(loss)
                 sampler.observe(per_sample_loss, timesteps, sync=accelerator.sync_gradients)  # <-- recipe (3/3)
@@ -327,12 +284,8 @@ def main(argv: list[str] | None = None) -> None:
                 optimizer.zero_grad()
 
             if draws_log is not None:
-                draws_log.write(
-                    json.dumps(
-                        {"step": global_step + 1, "timesteps": timesteps.tolist(), "losses": per_sample_loss.tolist()}
-                    )
-                    + "\n"
-                )
+                draws_log.write(json.dumps({"step": global_step + 1, "timesteps": timesteps.tolist(),
+                                            "losses": per_sample_loss.tolist()}) + "\n")
             if accelerator.sync_gradients:
                 if ema_model is not None:
                     ema_model.step(model.parameters())
@@ -351,10 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     accelerator.wait_for_everyone()
 
     stats = sampler.stats()
-    accelerator.print(
-        f"trained {global_step} optimizer steps; stage {stats['stage']}/{stats['n_stages']}, "
-        f"stage changes (step, stage, cause): {sampler.transitions}"
-    )
+    accelerator.print(f"trained {global_step} optimizer steps; stage {stats['stage']}/{stats['n_stages']}, "
+                      f"stage changes (step, stage, cause): {sampler.transitions}")
     if accelerator.is_main_process and args.num_samples > 0:
         unet = accelerator.unwrap_model(model)
         if ema_model is not None:
@@ -363,12 +314,8 @@ def main(argv: list[str] | None = None) -> None:
         pipeline = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(noise_scheduler.config))
         pipeline.set_progress_bar_config(disable=True)
         with torch.no_grad():
-            images = pipeline(
-                batch_size=args.num_samples,
-                generator=torch.Generator().manual_seed(0),
-                num_inference_steps=50,
-                output_type="np",
-            ).images
+            images = pipeline(batch_size=args.num_samples, generator=torch.Generator().manual_seed(0),
+                              num_inference_steps=50, output_type="np").images
         if ema_model is not None:
             ema_model.restore(unet.parameters())
         save_grid(images, args.output_dir / "samples.png")
