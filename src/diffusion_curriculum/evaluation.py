@@ -211,8 +211,9 @@ def _evaluate_run(run: Path, all_checkpoints: bool, settings: EvalSettings) -> l
         extractor = _Extractor(config.data.dataset, settings.inception_weights, device, settings.evaluator)
         extractor.check(config, data)
         reference = _reference_features(config, data, extractor)
-        if extractor.noise_floor is None:
-            # The shipped classifiers and Inception record no floor: measure it on the FID's own reference.
+        if extractor.noise_floor is None and reference.shape[0] >= 4:
+            # The shipped classifiers and Inception record no floor: measure it on the FID's own reference
+            # (two halves of at least 2 images each; a smaller reference has no floor to give).
             from .metrics.distribution import noise_floor
 
             extractor.noise_floor = noise_floor(reference)[0]
@@ -264,7 +265,7 @@ def _evaluate_run(run: Path, all_checkpoints: bool, settings: EvalSettings) -> l
             guidance_scale=sampling.guidance_scale,
             extractor=extractor.identity if extractor is not None else "exact",
         )
-        if extractor is not None:
+        if extractor is not None and extractor.noise_floor is not None:
             record["fid_noise_floor"] = extractor.noise_floor
         records.append(record)
     report("evaluate", len(targets), len(targets))
