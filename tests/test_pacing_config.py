@@ -126,3 +126,57 @@ def test_train_warns_on_stderr_and_every_stage_ends_by_the_cap(tmp_path, capsys,
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     changes = [c for r in records for c in r["stage_changes"]]
     assert changes == [[3, 2, "cap"], [6, 3, "cap"], [9, 4, "cap"]]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"curriculum.n_clusters": 5, "curriculum.patience": 4},
+        {"curriculum.n_clusters": 5, "curriculum.patience": 4, "curriculum.cumulative": False},
+        {"curriculum.n_clusters": 4, "curriculum.patience": 6, "curriculum.ema": None, "curriculum.cap_multiple": 3},
+        {
+            "curriculum.n_clusters": 6,
+            "curriculum.patience": 3,
+            "curriculum.budget_fraction": 0.5,
+            "train.max_steps": 400,
+        },
+    ],
+)
+def test_the_curriculum_span_is_what_the_sampler_does_on_a_flat_and_on_an_ever_falling_loss(overrides):
+    """A loss that never improves ends every stage as early as patience allows; one that falls 10% per step ends
+    every stage at the cap: the sampler's own last stage change is the span's earliest and latest step."""
+    import torch
+
+    from diffusion_curriculum.assembly import build_objective, build_sampler, curriculum_span
+
+    config = load_config(overrides=overrides)
+    earliest, latest = curriculum_span(config)
+    for loss_at, expected in ((lambda step: 1.0, earliest), (lambda step: 0.9**step, latest)):
+        sampler = build_sampler(config, build_objective(config), rank=0)
+        step = 0
+        while not sampler.finished and step < 10 * latest:
+            t = sampler.sample(8)
+            sampler.observe(torch.full((8,), loss_at(step)), t)
+            step += 1
+        assert sampler.finished and step == expected == sampler.transitions[-1][0]
+
+
+def test_no_span_without_adaptive_pacing_and_none_latest_without_a_cap():
+    from diffusion_curriculum.assembly import curriculum_span
+
+    assert curriculum_span(_config(pacing="fixed", steps_per_stage=10)) is None
+    assert curriculum_span(_config(order="none")) is None
+    assert curriculum_span(_config(cap_multiple=None)) == (19 * 20, None)
+
+
+def test_info_says_when_the_curriculum_can_outlast_the_budget(capsys):
+    base = ["info", "--clusters", "20", "--patience", "20", "--max-steps", "1600"]
+    assert main(base) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("curriculum: ")]
+    assert "no earlier than step 570 (36% of train.max_steps=1,600)" in line and "no later than step 4,560" in line
+    assert "budget_fraction bounds its share" in line
+    assert main([*base, "--set", "curriculum.budget_fraction=0.5"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("curriculum: ")]
+    assert "no later than step 798" in line and "budget_fraction" not in line
+    assert main([*base, "--sampler", "loss_importance"]) == 0
+    assert not [x for x in capsys.readouterr().out.splitlines() if x.startswith("curriculum: ")]

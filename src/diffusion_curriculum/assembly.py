@@ -114,13 +114,37 @@ def build_pacing(config: Config) -> Pacing | None:
     return FunctionPacing(cur.pacing, total)
 
 
+def _stages_before_last(config: Config) -> int:
+    """How many stages end before every timestep is in play: N - 1 when each stage adds a cluster, N when each
+    stage trains one cluster and a last one all of them."""
+    cur = config.curriculum
+    return cur.n_clusters - 1 if cur.cumulative else cur.n_clusters
+
+
 def _budget_cap(config: Config) -> int | None:
     """Each early stage's share of ``curriculum.budget_fraction`` of ``train.max_steps`` (None if unset)."""
     cur = config.curriculum
-    stages_before_last = cur.n_clusters - 1 if cur.cumulative else cur.n_clusters
+    stages_before_last = _stages_before_last(config)
     if cur.budget_fraction is None or stages_before_last < 1:
         return None
     return max(1, int(cur.budget_fraction * config.train.max_steps / stages_before_last))
+
+
+def curriculum_span(config: Config) -> tuple[int, int | None] | None:
+    """The earliest and the latest step by which adaptive pacing can have put every timestep in play: each stage
+    before the last lasts at least the shortest stage patience allows (:func:`~.pacing.shortest_adaptive_stage`)
+    and at most the cap (:func:`adaptive_stage_cap`; None: no cap, so no latest step). None when the pacing is not
+    adaptive (or there is no curriculum). Adaptive pacing counts steps, not shares of the budget, so on a short
+    budget its curriculum can take most of the run; ``info`` prints this span beside ``train.max_steps``."""
+    cur = config.curriculum
+    if cur.order == "none" or cur.sampler != "curriculum" or cur.pacing != "adaptive" or cur.only_cluster is not None:
+        return None
+    stages = _stages_before_last(config)
+    cap = adaptive_stage_cap(config)
+    shortest = shortest_adaptive_stage(cur.patience, cur.ema)
+    if cap is not None:
+        shortest = min(shortest, cap)  # a cap below patience's reach ends every stage first (fixed pacing)
+    return stages * shortest, (stages * cap if cap is not None else None)
 
 
 def adaptive_stage_cap(config: Config) -> int | None:

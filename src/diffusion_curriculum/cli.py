@@ -537,6 +537,9 @@ def _cmd_info(args: argparse.Namespace) -> None:
     sampler = build_sampler(config, objective, rank=0)
     if config.curriculum.sampler == "curriculum":
         print(f"\npacing: {sampler.pacing!r}, watching the {sampler.signal} signal")
+        span = _curriculum_span_line(config)
+        if span:
+            print(span)
         start = f"order {sampler.order}, first unlocked: cluster {sampler.cluster_order[0]}"
     else:
         print(f"\nsampler: {sampler!r}")
@@ -545,6 +548,24 @@ def _cmd_info(args: argparse.Namespace) -> None:
     unit = "timesteps" if sampler.T is not None else ("sigma" if objective.name == "edm" else "t")
     print(f"\nclusters ({unit}; {_cluster_numbering(sampler.n_clusters)}; {start}):")
     _print_clusters(_cluster_rows(space, sampler.clusters), sampler.T is not None, sampler.stats()["cluster_probs"])
+
+
+def _curriculum_span_line(config: Any) -> str | None:
+    """When adaptive pacing can have every timestep in play, against ``train.max_steps``, in one line (None for
+    other pacing): a curriculum that can outlast the budget is named with the setting that bounds it."""
+    from .assembly import curriculum_span
+
+    span = curriculum_span(config)
+    if span is None:
+        return None
+    earliest, latest = span
+    budget = config.train.max_steps
+    line = f"curriculum: every timestep in play no earlier than step {earliest:,} "
+    line += f"({earliest / budget:.0%} of train.max_steps={budget:,})"
+    line += f" and no later than step {latest:,} (the per-stage cap)" if latest is not None else " (no cap)"
+    if latest is None or latest > budget:
+        line += "; it can take the whole budget: curriculum.budget_fraction bounds its share"
+    return line
 
 
 def _cluster_numbering(n_clusters: int) -> str:
