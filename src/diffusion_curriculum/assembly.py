@@ -114,6 +114,12 @@ def build_pacing(config: Config) -> Pacing | None:
     return FunctionPacing(cur.pacing, total)
 
 
+def _is_adaptive_curriculum(config: Config) -> bool:
+    """Whether the run's timesteps come from a curriculum paced adaptively (not one cluster, not another sampler)."""
+    cur = config.curriculum
+    return cur.order != "none" and cur.sampler == "curriculum" and cur.pacing == "adaptive" and cur.only_cluster is None
+
+
 def _stages_before_last(config: Config) -> int:
     """How many stages end before every timestep is in play: N - 1 when each stage adds a cluster, N when each
     stage trains one cluster and a last one all of them."""
@@ -137,7 +143,7 @@ def curriculum_span(config: Config) -> tuple[int, int | None] | None:
     adaptive (or there is no curriculum). Adaptive pacing counts steps, not shares of the budget, so on a short
     budget its curriculum can take most of the run; ``info`` prints this span beside ``train.max_steps``."""
     cur = config.curriculum
-    if cur.order == "none" or cur.sampler != "curriculum" or cur.pacing != "adaptive" or cur.only_cluster is not None:
+    if not _is_adaptive_curriculum(config):
         return None
     stages = _stages_before_last(config)
     cap = adaptive_stage_cap(config)
@@ -186,7 +192,7 @@ def pacing_warning(config: Config) -> str | None:
     print this line; :func:`check_pacing` refuses such a config unless ``curriculum.allow_cap_only``.
     """
     cur = config.curriculum
-    if cur.order == "none" or cur.sampler != "curriculum" or cur.pacing != "adaptive" or cur.only_cluster is not None:
+    if not _is_adaptive_curriculum(config):
         return None
     cap = adaptive_stage_cap(config)
     shortest = shortest_adaptive_stage(cur.patience, cur.ema)
