@@ -139,6 +139,8 @@ def test_write_report_end_to_end(tmp_path):
     # two seeds: a speed-up (2x by construction) but neither an interval nor a p-value
     assert "| `easy_to_hard` | 2.00x (—) | 2/2 | 0 | too few seeds (2) |" in text
     assert "No method's speed-up can be called significant: fewer than 5 paired seeds." in text
+    # the last unlock at step 270 of the 400-step budget, on both seeds (stage changes at 90, 180, 270)
+    assert "| `easy_to_hard` | 4 | 270 ± 0 | 68% | 2/2 | s0: 270, s1: 270 |" in text
     assert text.index("Speed-up: the dense") < text.index(f"Primary metric: {fid}")  # the dense curve comes first
     assert "(figures/primary.png)" in text and "(figures/samples/easy_to_hard-none-s0_step_00000400.png)" in text
     assert "```yaml" in text and "diffusion-curriculum compare quick" in text and "50 samples" in text

@@ -131,6 +131,8 @@ def curriculum_table(grid: Grid) -> Table | None:
             + [
                 str(staged[0].stages[0][2]),
                 fmt_pm(*mean_std(done), "{:.0f}") if done else "never",
+                # Adaptive pacing counts steps, not shares of the budget: on a short budget this is most of it.
+                f"{np.mean(done) / grid.budget:.0%}" if done and grid.budget else "–",
                 f"{len(done)}/{len(staged)}",
                 ", ".join(f"s{r.seed}: {s if s is not None else 'never'}" for r, s in zip(staged, steps, strict=True)),
             ]
@@ -143,6 +145,7 @@ def curriculum_table(grid: Grid) -> Table | None:
         + [
             "stages",
             "all clusters unlocked at step (mean ± std)",
+            "share of the budget",
             "runs that got there",
             "per seed",
         ]
