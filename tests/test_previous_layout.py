@@ -42,7 +42,8 @@ def _loss(t: torch.Tensor, step: int) -> torch.Tensor:
 
 
 def _records(path: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k != "images_per_s"} for line in path.read_text().splitlines()]
+    lines = path.read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "images_per_s"} for line in lines]
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
