@@ -71,7 +71,7 @@ from diffusion_curriculum import (
     DiscreteSchedule,
     shortest_adaptive_stage,
 )
-from diffusion_curriculum.sampler import draw_seed
+from diffusion_curriculum.samplers import draw_seed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

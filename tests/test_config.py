@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffusion_curriculum.config import Config, ConfigError, _leaf_fields, config_reference, load_config, parse_override
-from diffusion_curriculum.sampler import ORDERS
+from diffusion_curriculum.samplers import ORDERS
 from diffusion_curriculum.weighting import WEIGHTINGS
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))

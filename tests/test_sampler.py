@@ -20,7 +20,7 @@ from diffusion_curriculum import (
     cluster_timesteps,
 )
 from diffusion_curriculum.errors import UserError
-from diffusion_curriculum.sampler import SIGNALS, stratified_counts
+from diffusion_curriculum.samplers import SIGNALS, stratified_counts
 
 
 def _uniform(T, n):

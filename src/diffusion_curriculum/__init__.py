@@ -1,6 +1,6 @@
 """diffusion-curriculum: denoising-task-difficulty curricula for training diffusion models.
 
-The core (schedules, clustering, pacing, sampler, samplers, weighting) depends on torch and numpy only.
+The core (schedules, clustering, pacing, samplers, weighting) depends on torch and numpy only.
 """
 
 from typing import Any
@@ -18,9 +18,9 @@ _EXPORTS = {
     "FunctionPacing": "pacing",
     "pacing_fraction": "pacing",
     "shortest_adaptive_stage": "pacing",
-    "ORDERS": "sampler",
-    "SIGNALS": "sampler",
-    "CurriculumSampler": "sampler",
+    "ORDERS": "samplers",
+    "SIGNALS": "samplers",
+    "CurriculumSampler": "samplers",
     "SAMPLERS": "samplers",
     "LearningProgressSampler": "samplers",
     "LogitNormal": "samplers",

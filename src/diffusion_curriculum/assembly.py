@@ -22,8 +22,7 @@ from .objectives import Objective, make_objective
 from .pacing import AdaptivePacing, FixedPacing, FunctionPacing, Pacing, shortest_adaptive_stage
 from .runs.layout import METRICS
 from .runs.records import read_jsonl
-from .sampler import CurriculumSampler, rank_seed
-from .samplers import SAMPLERS, TimestepSampler, time_averaged_shares
+from .samplers import SAMPLERS, CurriculumSampler, TimestepSampler, rank_seed, time_averaged_shares
 from .schedules import DiscreteSchedule
 from .weighting import Weighting, make_weighting
 

@@ -21,8 +21,7 @@ from .errors import ConfigError
 from .pacing import MIN_DELTA_MODES, PACING_FUNCTIONS
 from .runs.atomic import write_atomic
 from .safe_yaml import YamlTooLarge, check_size, load_yaml, short
-from .sampler import ORDERS, SIGNALS
-from .samplers import SAMPLERS, sampler_parameters
+from .samplers import ORDERS, SAMPLERS, SIGNALS, sampler_parameters
 from .weighting import WEIGHTINGS
 
 __all__ = [

@@ -4,7 +4,7 @@ A sampler under ``torch.distributed`` reduces what it learns from each step over
 ``observe`` (:func:`all_reduce_sum`, :func:`all_gather_cat`), so every rank holds the same state
 afterwards, its statistics included. Its random draws need no per-rank state either: each call of
 ``sample`` seeds a fresh generator from ``(seed, rank, draw index)``
-(:func:`~diffusion_curriculum.sampler.draw_seed`). So the state any one rank saves restores every
+(:func:`~diffusion_curriculum.samplers.draw_seed`). So the state any one rank saves restores every
 rank exactly, as Accelerate's ``save_state`` needs: it writes a registered object's ``state_dict()``
 from the main process only (``custom_checkpoint_<i>.pkl``; diffusers' training scripts even call
 ``save_state`` on the main process alone) and every rank loads that one file.

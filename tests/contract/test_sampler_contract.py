@@ -14,7 +14,7 @@ from diffusion_curriculum.errors import UserError
 from diffusion_curriculum.objectives import OBJECTIVES, make_objective
 from diffusion_curriculum.pacing import STAGE_CHANGE_CAUSES, AdaptivePacing, FixedPacing
 from diffusion_curriculum.runs.checkpoints import roundtrip
-from diffusion_curriculum.sampler import ORDERS, CurriculumSampler
+from diffusion_curriculum.samplers import ORDERS, CurriculumSampler
 from diffusion_curriculum.schedules import DiscreteSchedule
 
 from .tables import OBJECTIVE_EXAMPLES, example

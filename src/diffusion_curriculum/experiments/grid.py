@@ -20,8 +20,7 @@ from ..errors import UserError
 from ..runs.layout import METRICS
 from ..runs.records import read_jsonl
 from ..safe_yaml import load_yaml, short
-from ..sampler import ORDERS
-from ..samplers import SAMPLERS
+from ..samplers import ORDERS, SAMPLERS
 from ..slurm import LAUNCHERS, SlurmOptions
 
 __all__ = ["PRESETS", "GridConfig", "Method", "RunSpec", "load_grid", "mean_stage_lengths", "preset_path"]

@@ -1,5 +1,9 @@
 """Timestep samplers: who decides which noise levels each batch trains on.
 
+Every sampler lives here: the protocol and the base they share (:mod:`.base`: the clusters, the
+counter-based draw stream, stratified batches), the paper's curriculum (:mod:`.curriculum`), the
+density-based base of the others (:mod:`.cluster`) and the others, one module each.
+
 Every sampler implements :class:`~.base.TimestepSampler` (``sample``, ``loss_weights``, ``observe``,
 ``stats``, ``state_dict``/``load_state_dict``) over discrete timesteps or continuous noise levels, and
 is registered in :data:`SAMPLERS` by the name that ``curriculum.sampler``, ``compare`` grids and the
@@ -30,23 +34,30 @@ from __future__ import annotations
 import inspect
 
 from ..errors import UserError
-from ..sampler import CurriculumSampler
-from .base import ClusterSampler, TimestepSampler
+from .base import NoiseSpaceSampler, TimestepSampler, draw_seed, rank_seed, stratified_counts
+from .cluster import ClusterSampler
+from .curriculum import ORDERS, SIGNALS, CurriculumSampler
 from .learning_progress import LearningProgressSampler
 from .loss_importance import LossImportance
 from .static import LogitNormal, MatchedMarginal, SpeeD, time_averaged_shares
 
 __all__ = [
+    "ORDERS",
     "SAMPLERS",
+    "SIGNALS",
     "ClusterSampler",
     "CurriculumSampler",
     "LearningProgressSampler",
     "LogitNormal",
     "LossImportance",
     "MatchedMarginal",
+    "NoiseSpaceSampler",
     "SpeeD",
     "TimestepSampler",
+    "draw_seed",
+    "rank_seed",
     "sampler_parameters",
+    "stratified_counts",
     "time_averaged_shares",
 ]
 

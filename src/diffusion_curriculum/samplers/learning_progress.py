@@ -22,7 +22,8 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..schedules import ContinuousNoise
-from .base import ClusterSampler, check_bool, check_int, check_real
+from .base import check_bool, check_int, check_real
+from .cluster import ClusterSampler
 
 __all__ = ["LearningProgressSampler"]
 

@@ -19,7 +19,8 @@ from torch import Tensor
 from ..distributed import all_gather_cat
 from ..errors import UserError
 from ..schedules import ContinuousNoise
-from .base import ClusterSampler, check_bool, check_int, check_real
+from .base import check_bool, check_int, check_real
+from .cluster import ClusterSampler
 
 __all__ = ["LossImportance"]
 

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..schedules import ContinuousNoise, DiscreteSchedule
-from .base import ClusterSampler, check_bool, check_int, check_real
+from .base import check_bool, check_int, check_real
+from .cluster import ClusterSampler
 
 __all__ = ["LogitNormal", "MatchedMarginal", "SpeeD", "time_averaged_shares"]
 

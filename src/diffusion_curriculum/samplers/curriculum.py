@@ -13,7 +13,7 @@ and extensions of this package.
 
 Two further additions make the loss that the pacing watches a measure of the stage's progress
 rather than of the minibatch's composition: draws are *stratified* (each unlocked cluster gets its
-share of every batch exactly, :func:`stratified_counts`), and the watched loss is by default the
+share of every batch exactly, :func:`~.base.stratified_counts`), and the watched loss is by default the
 geometric mean of the unlocked clusters' mean losses (:data:`SIGNALS`), so that every cluster's
 loss enters relative to its own level.
 
@@ -29,27 +29,17 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
-from .clustering import cluster_noise_levels, cluster_timesteps, validate_discrete_clusters
-from .distributed import all_reduce_sum
-from .errors import UserError
-from .pacing import Pacing
-from .schedules import ContinuousNoise, DiscreteSchedule
+from ..clustering import cluster_noise_levels, cluster_timesteps
+from ..distributed import all_reduce_sum
+from ..errors import UserError
+from ..pacing import Pacing
+from ..schedules import ContinuousNoise, DiscreteSchedule
+from .base import NoiseSpaceSampler, pending_error, stratified_counts
 
-__all__ = [
-    "ORDERS",
-    "SIGNALS",
-    "CurriculumSampler",
-    "NoiseSpaceSampler",
-    "draw_seed",
-    "pending_error",
-    "rank_seed",
-    "stratified_counts",
-]
+__all__ = ["ORDERS", "SIGNALS", "CurriculumSampler"]
 
 ORDERS = ("easy_to_hard", "hard_to_easy", "random", "none")
 SIGNALS = ("geomean", "newest", "mean")
@@ -66,143 +56,6 @@ Without per-sample timesteps the scalar loss given is watched as it is."""
 _STATE_FORMAT = 3
 # 1: transitions were (step, stage), AdaptivePacing's EMA was not bias-corrected. 2: a per-rank
 # generator state and this rank's statistics. 3: draws seeded by draw_seed, statistics over all ranks.
-
-
-def stratified_counts(quotas: Tensor, offset: float) -> Tensor:
-    """Integer counts n_c that sum to sum(quotas) (an integer), each floor(q_c) or ceil(q_c), with
-    E[n_c] = q_c exactly when ``offset`` is uniform on [0, 1).
-
-    Each cluster first gets floor(q_c); the R left over go to R distinct clusters drawn by
-    systematic sampling (Madow 1949): the points offset, offset + 1, ..., offset + R - 1 fall in the
-    intervals that tile [0, R) with lengths q_c - floor(q_c), so cluster c gets one more with
-    probability exactly q_c - floor(q_c).
-    """
-    quotas = quotas.to(torch.float64)
-    base = torch.floor(quotas)
-    frac = quotas - base
-    remainder = round(float(frac.sum()))
-    counts = base.long()
-    if remainder == 0:
-        return counts
-    edges = torch.cumsum(frac, 0)
-    edges[-1] = remainder  # exactly: every point below lands in some interval
-    points = offset + torch.arange(remainder, dtype=torch.float64)
-    chosen = torch.searchsorted(edges, points, right=True).clamp(max=quotas.numel() - 1)
-    return counts + torch.bincount(chosen, minlength=quotas.numel())
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """A well-mixed 64-bit seed for (seed, rank), so every rank draws its own timesteps."""
-    return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, dtype=np.uint64)[0])
-
-
-def draw_seed(seed: int, rank: int, index: int) -> int:
-    """The seed of a sampler's ``index``-th draw on ``rank``: a counter-based stream, so that a
-    sampler's randomness is the counter alone, the same number on every rank, and one saved state
-    resumes every rank's stream (see :mod:`~diffusion_curriculum.distributed`)."""
-    entropy = [int(seed), int(rank), int(index)]
-    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
-
-
-def pending_error() -> UserError:
-    """The refusal of a sampler state asked for between the micro-batches of an accumulated step."""
-    return UserError(
-        "sampler state asked for between micro-batches (observe(..., sync=False) without the "
-        "sync=True that ends the step); save after the optimizer step"
-    )
-
-
-class NoiseSpaceSampler:
-    """What every timestep sampler over the run's clusters shares, :class:`CurriculumSampler` and
-    :class:`~diffusion_curriculum.samplers.ClusterSampler` alike: the clusters of the noise space,
-    validated; the rank's stream of draws (:func:`draw_seed`); the step counter; and the mean loss per
-    cluster, summed over all ranks by the subclass's ``observe``.
-
-    ``clusters`` are sorted by noise ascending (cluster 0 = the least noisy): ``(start, stop)`` integer
-    intervals tiling 0..T-1, or, with ``density``, float intervals tiling ``[density.lo, density.hi]``.
-    """
-
-    def __init__(
-        self,
-        clusters: Sequence[tuple[float, float]],
-        *,
-        density: ContinuousNoise | None = None,
-        seed: int = 0,
-        rank: int | None = None,
-    ) -> None:
-        self.clusters: list[tuple[Any, Any]] = [tuple(c) for c in clusters]
-        self.density = density
-        if density is None:
-            self.T: int | None = validate_discrete_clusters(self.clusters)
-            self.clusters = [(int(a), int(b)) for a, b in self.clusters]
-            sizes = torch.tensor([b - a for a, b in self.clusters])
-            self._cluster_of_t = torch.repeat_interleave(torch.arange(len(self.clusters)), sizes)
-        else:
-            self.T = None
-            _validate_continuous_clusters(self.clusters, density)
-            self._inner_edges = torch.tensor([a for a, _ in self.clusters[1:]], dtype=torch.float64)
-        self.n_clusters = len(self.clusters)
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-            raise UserError(f"seed must be an integer, got {seed!r}")
-        self.seed = int(seed)
-        if rank is None:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        if isinstance(rank, bool) or not isinstance(rank, int | np.integer) or rank < 0:
-            raise UserError(f"rank must be an integer >= 0, got {rank!r}")
-        self.rank = int(rank)
-        self.draws = 0  # calls of sample() that used the sampler's own stream
-        self.step = 0
-        self.loss_sum = torch.zeros(self.n_clusters, dtype=torch.float64)  # all ranks', since the last reset
-        self.loss_count = torch.zeros(self.n_clusters, dtype=torch.long)
-
-    def cluster_of(self, levels: Tensor) -> Tensor:
-        """The cluster index of each level (timestep or noise level), flattened, on the CPU."""
-        x = levels.detach().flatten().cpu()
-        if self.T is not None:
-            return self._cluster_of_t[x.long()]
-        return torch.searchsorted(self._inner_edges, x.to(torch.float64), right=True)
-
-    def _generator(self, generator: torch.Generator | None) -> torch.Generator:
-        """``generator`` when given, else the next one of the sampler's own stream (seeded from its
-        seed, rank and draw counter, which the state saves)."""
-        if generator is not None:
-            return generator
-        g = torch.Generator().manual_seed(draw_seed(self.seed, self.rank, self.draws))
-        self.draws += 1
-        return g
-
-    def _add_losses(self, sums: Tensor, counts: Tensor) -> None:
-        """Add one step's per-cluster loss sums and counts (all ranks') to the statistics."""
-        self.loss_sum += sums
-        self.loss_count += counts.round().long()
-
-    def _cluster_loss(self, reset: bool) -> list[float]:
-        """The mean loss per cluster since the last reset (NaN where none); then reset if asked."""
-        counts = self.loss_count.clamp(min=1).to(torch.float64)
-        mean = torch.where(self.loss_count > 0, self.loss_sum / counts, float("nan")).tolist()
-        if reset:
-            self.loss_sum.zero_()
-            self.loss_count.zero_()
-        return mean
-
-    def _stream_state(self) -> dict[str, Any]:
-        """The state of the stream, the step counter and the loss statistics."""
-        return {
-            "seed": self.seed,
-            "step": self.step,
-            "draws": self.draws,
-            "loss_sum": self.loss_sum.clone(),
-            "loss_count": self.loss_count.clone(),
-        }
-
-    def _load_stream_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`_stream_state`. States from before the draw counter continue with the
-        stream of draw index ``step``."""
-        self.step = int(state["step"])
-        self.seed = int(state["seed"])  # the stream continues from the saved seed and counter
-        self.draws = int(state.get("draws", self.step))
-        self.loss_sum = state["loss_sum"].clone()
-        self.loss_count = state["loss_count"].clone()
 
 
 class CurriculumSampler(NoiseSpaceSampler):
@@ -226,7 +79,7 @@ class CurriculumSampler(NoiseSpaceSampler):
 
     Draws are stratified: of a batch of B, each unlocked cluster gets B times its share of the
     unlocked timesteps (or probability mass), the remainder given at random so that every draw is
-    still marginally uniform over the union (:func:`stratified_counts`); within a cluster, draws
+    still marginally uniform over the union (:func:`~.base.stratified_counts`); within a cluster, draws
     are uniform. A batch comes grouped by cluster. So the per-cluster mix of a batch, and with it
     the loss the pacing watches, does not move with the luck of the draw.
 
@@ -236,7 +89,7 @@ class CurriculumSampler(NoiseSpaceSampler):
     after every step in :meth:`stats` (``"pacing"``).
 
     Each rank draws its own timesteps: the k-th call of :meth:`sample` uses a generator seeded from
-    ``(seed, rank, k)`` (:func:`draw_seed`). Under ``torch.distributed`` :meth:`observe` sums the
+    ``(seed, rank, k)`` (:func:`~.base.draw_seed`). Under ``torch.distributed`` :meth:`observe` sums the
     losses and draws per cluster over all ranks (one all-reduce), so that every rank takes the same
     stage decision at the same step and holds the same state, statistics included: the state one
     rank saves resumes every rank.
@@ -381,7 +234,7 @@ class CurriculumSampler(NoiseSpaceSampler):
     ) -> Tensor:
         """Draw ``batch_size`` timesteps (LongTensor) or noise levels (``dtype``).
 
-        Draws use the sampler's own stream (:func:`draw_seed` of its seed, rank and draw counter,
+        Draws use the sampler's own stream (:func:`~.base.draw_seed` of its seed, rank and draw counter,
         which :meth:`state_dict` saves) unless a CPU ``generator`` is given. The result is moved
         to ``device``.
         """
@@ -573,18 +426,3 @@ class CurriculumSampler(NoiseSpaceSampler):
             f"CurriculumSampler({self.n_clusters} clusters, {kind}, order={self.order!r}, "
             f"stage={self.stage}/{self.n_stages}, pacing={self.pacing!r})"
         )
-
-
-def _validate_continuous_clusters(clusters: Sequence[tuple[float, float]], density: ContinuousNoise) -> None:
-    if len(clusters) == 0:
-        raise UserError("clusters must not be empty")
-    prev = density.lo
-    for i, (a, b) in enumerate(clusters):
-        if not (abs(a - prev) <= 1e-12 * max(1.0, abs(prev)) and b > a):
-            raise UserError(
-                f"continuous clusters must tile [{density.lo}, {density.hi}] in ascending order; "
-                f"cluster {i} is {(a, b)} after one ending at {prev}"
-            )
-        prev = b
-    if abs(prev - density.hi) > 1e-12 * max(1.0, abs(density.hi)):
-        raise UserError(f"clusters end at {prev}, but the density ends at {density.hi}")
