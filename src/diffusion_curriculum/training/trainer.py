@@ -43,7 +43,7 @@ from ..runs import layout, lock
 from ..runs.export import save_final_model
 from ..runs.loading import RUN_META, run_meta
 from ..safe_yaml import short
-from ..sampler import rank_seed
+from ..samplers import rank_seed
 from ..sampling import SamplingSettings, sample_decoded
 from ..visual import save_samples
 from ..weighting import Weighting
