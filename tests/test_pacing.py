@@ -322,3 +322,74 @@ def test_function_pacing_unlocks_all_stages_by_total_steps():
     assert stage == n and pacing.cause == "schedule"
     # linear from 1/4 to 1: stage k is reached when 1/4 + 3/4 s >= k/4, i.e. s >= (k-1)/3
     assert advanced_at == [34, 67, 100]
+
+
+# ----- what a pacing can do within a budget (pacing.py's rules, no config) ---------------------------
+def test_budget_stage_cap_shares_the_fraction_over_the_early_stages():
+    from diffusion_curriculum.pacing import budget_stage_cap, stages_before_last
+
+    assert stages_before_last(20) == 19 and stages_before_last(20, cumulative=False) == 20
+    assert budget_stage_cap(0.5, 2000, 19) == 52  # int(1000 / 19)
+    assert budget_stage_cap(0.001, 100, 19) == 1  # never below one step
+    assert budget_stage_cap(0.5, 2000, 0) is None  # one cluster: no early stage
+
+
+def test_adaptive_stage_cap_takes_the_explicit_cap_else_the_smaller_of_the_derived_ones():
+    from diffusion_curriculum.pacing import adaptive_stage_cap
+
+    assert adaptive_stage_cap(10, 0.9, max_steps_per_stage=7, cap_multiple=8, budget_cap=3) == 7
+    assert adaptive_stage_cap(10, 0.9, cap_multiple=8) == 160  # 8 x (10 + 10)
+    assert adaptive_stage_cap(7, None, cap_multiple=2.5) == 20  # ceil(2.5 x 8)
+    assert adaptive_stage_cap(10, 0.9, cap_multiple=8, budget_cap=52) == 52
+    assert adaptive_stage_cap(10, 0.9) is None
+
+
+@pytest.mark.parametrize(("patience", "ema", "cap"), [(5, None, 5), (5, None, 6), (20, 0.9, 29), (20, 0.9, 30)])
+def test_cap_only_reason_is_given_exactly_when_the_cap_comes_before_patience_can_fire(patience, ema, cap):
+    from diffusion_curriculum.pacing import cap_only_reason
+
+    reason = cap_only_reason(patience, ema, cap, "the key")
+    assert (reason is not None) == (cap < shortest_adaptive_stage(patience, ema))
+    if reason is not None:
+        assert f"fixed {cap}-step pacing" in reason and "(the key)" in reason and "\n" not in reason
+    assert cap_only_reason(patience, ema, None) is None
+
+
+def _last_unlock(pacing, n_clusters, losses):
+    """The step of the sampler's own last stage change under ``pacing``, on the given loss sequence."""
+    from diffusion_curriculum import CurriculumSampler, DiscreteSchedule
+
+    sampler = CurriculumSampler.from_schedule(DiscreteSchedule.linear(100), n_clusters, pacing, seed=0)
+    for step, loss in enumerate(losses):
+        if sampler.finished:
+            break
+        t = sampler.sample(4)
+        sampler.observe(torch.full((4,), loss(step)), t)
+    return sampler.transitions[-1][0] if sampler.finished else None
+
+
+@pytest.mark.parametrize(
+    ("make", "n_clusters"),
+    [
+        (lambda: FixedPacing(7), 5),
+        (lambda: FixedPacing([3, 9, 5]), 6),
+        (lambda: FunctionPacing("linear", 40), 5),
+        (lambda: FunctionPacing("root", 37, start_fraction=0.3), 8),
+        (lambda: FunctionPacing("geometric", 50), 4),
+    ],
+)
+def test_the_span_of_a_loss_blind_pacing_is_the_samplers_own_last_unlock(make, n_clusters):
+    from diffusion_curriculum.pacing import pacing_span
+
+    earliest, latest = pacing_span(make(), n_clusters - 1)
+    assert earliest == latest == _last_unlock(make(), n_clusters, [lambda s: 1.0] * 500)
+
+
+@pytest.mark.parametrize(("patience", "ema", "cap"), [(3, None, 10), (4, 0.5, 9), (2, 0.9, None)])
+def test_the_span_of_adaptive_pacing_is_met_by_a_flat_and_by_an_ever_falling_loss(patience, ema, cap):
+    from diffusion_curriculum.pacing import pacing_span
+
+    make = lambda: AdaptivePacing(patience, ema=ema, max_steps_per_stage=cap)  # noqa: E731
+    earliest, latest = pacing_span(make(), 4)
+    assert _last_unlock(make(), 5, [lambda s: 1.0] * 500) == earliest
+    assert _last_unlock(make(), 5, [lambda s: 0.5**s] * 500) == latest  # None without a cap: never ends

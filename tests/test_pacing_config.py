@@ -5,25 +5,29 @@ import json
 
 import pytest
 
-from diffusion_curriculum.assembly import adaptive_stage_cap, build_pacing, check_pacing, pacing_warning
+from diffusion_curriculum.assembly import build_pacing, check_pacing
 from diffusion_curriculum.cli import main
 from diffusion_curriculum.config import ConfigError, load_config
-from diffusion_curriculum.pacing import AdaptivePacing, shortest_adaptive_stage
+from diffusion_curriculum.pacing import AdaptivePacing, pacing_span, shortest_adaptive_stage
 
 
 def _config(**curriculum):
     return load_config(overrides={f"curriculum.{k}": v for k, v in curriculum.items()})
 
 
+def _stage_cap(config):
+    return build_pacing(config).max_steps_per_stage
+
+
 def test_the_default_cap_is_a_multiple_of_the_shortest_stage_patience_allows():
     config = load_config()
     cur = config.curriculum
-    assert adaptive_stage_cap(config) == 8 * shortest_adaptive_stage(cur.patience, cur.ema) == 8 * (10 + 10)
-    assert adaptive_stage_cap(_config(cap_multiple=2.5, patience=7, ema=None)) == 20  # ceil(2.5 * 8)
-    assert adaptive_stage_cap(_config(cap_multiple=None)) is None
-    assert adaptive_stage_cap(_config(max_steps_per_stage=33)) == 33  # an explicit cap wins
+    assert _stage_cap(config) == 8 * shortest_adaptive_stage(cur.patience, cur.ema) == 8 * (10 + 10)
+    assert _stage_cap(_config(cap_multiple=2.5, patience=7, ema=None)) == 20  # ceil(2.5 * 8)
+    assert _stage_cap(_config(cap_multiple=None)) is None
+    assert _stage_cap(_config(max_steps_per_stage=33)) == 33  # an explicit cap wins
     # budget_fraction also bounds it: 0.5 * 2000 steps over 19 early stages
-    assert adaptive_stage_cap(_config(budget_fraction=0.5)) == min(160, int(0.5 * 2000 / 19))
+    assert _stage_cap(_config(budget_fraction=0.5)) == min(160, int(0.5 * 2000 / 19))
 
 
 @pytest.mark.parametrize(
@@ -32,7 +36,7 @@ def test_the_default_cap_is_a_multiple_of_the_shortest_stage_patience_allows():
 def test_the_warning_fires_for_patience_at_or_above_the_cap_and_not_otherwise(patience, cap):
     """Without smoothing, patience can end a stage at its step patience + 1 at the earliest."""
     config = _config(patience=patience, ema=None, max_steps_per_stage=cap, allow_cap_only=True)
-    warning = pacing_warning(config)
+    warning = check_pacing(config)
     if patience >= cap:
         assert warning is not None and f"patience {patience}" in warning and f"step {cap}" in warning
         assert "\n" not in warning and "max_steps_per_stage" in warning
@@ -45,7 +49,7 @@ def test_a_smoothed_rule_warns_when_its_warm_up_and_patience_outlast_the_cap(pat
     """With smoothing, the first comparison comes one EMA time constant (10 steps at ema 0.9) into
     the stage: a 30-step cap leaves patience 20 exactly enough room, patience 21 none."""
     config = _config(patience=patience, ema=0.9, max_steps_per_stage=30, allow_cap_only=True)
-    assert (pacing_warning(config) is not None) == fires
+    assert (check_pacing(config) is not None) == fires
 
 
 def test_the_budget_fraction_cap_is_named_in_the_warning():
@@ -58,7 +62,7 @@ def test_the_budget_fraction_cap_is_named_in_the_warning():
             "curriculum.allow_cap_only": True,
         }
     )
-    warning = pacing_warning(config)
+    warning = check_pacing(config)
     assert "curriculum.budget_fraction=0.5" in warning and "fixed 42-step pacing" in warning
 
 
@@ -72,7 +76,7 @@ def test_the_budget_fraction_cap_is_named_in_the_warning():
     ],
 )
 def test_no_warning_when_the_pacing_is_not_adaptive(curriculum):
-    assert pacing_warning(_config(**curriculum)) is None
+    assert check_pacing(_config(**curriculum)) is None
 
 
 def test_a_config_where_patience_cannot_fire_is_refused_unless_asked_for():
@@ -83,7 +87,7 @@ def test_a_config_where_patience_cannot_fire_is_refused_unless_asked_for():
     with pytest.raises(ConfigError):
         check_pacing(config)
     allowed = _config(patience=100, max_steps_per_stage=42, allow_cap_only=True)
-    assert check_pacing(allowed) == pacing_warning(allowed)
+    assert check_pacing(allowed).startswith("curriculum.patience: adaptive pacing cannot fire")
     pacing = build_pacing(allowed)
     assert isinstance(pacing, AdaptivePacing) and pacing.max_steps_per_stage == 42
     assert check_pacing(load_config()) is None
@@ -147,10 +151,11 @@ def test_the_curriculum_span_is_what_the_sampler_does_on_a_flat_and_on_an_ever_f
     every stage at the cap: the sampler's own last stage change is the span's earliest and latest step."""
     import torch
 
-    from diffusion_curriculum.assembly import build_objective, build_sampler, curriculum_span
+    from diffusion_curriculum.assembly import build_objective, build_sampler
 
     config = load_config(overrides=overrides)
-    earliest, latest = curriculum_span(config)
+    built = build_sampler(config, build_objective(config), rank=0)
+    earliest, latest = pacing_span(built.pacing, built.n_stages - 1)
     for loss_at, expected in ((lambda step: 1.0, earliest), (lambda step: 0.9**step, latest)):
         sampler = build_sampler(config, build_objective(config), rank=0)
         step = 0
@@ -161,12 +166,8 @@ def test_the_curriculum_span_is_what_the_sampler_does_on_a_flat_and_on_an_ever_f
         assert sampler.finished and step == expected == sampler.transitions[-1][0]
 
 
-def test_no_span_without_adaptive_pacing_and_none_latest_without_a_cap():
-    from diffusion_curriculum.assembly import curriculum_span
-
-    assert curriculum_span(_config(pacing="fixed", steps_per_stage=10)) is None
-    assert curriculum_span(_config(order="none")) is None
-    assert curriculum_span(_config(cap_multiple=None)) == (19 * 20, None)
+def test_no_latest_step_without_a_cap():
+    assert pacing_span(build_pacing(_config(cap_multiple=None)), 19) == (19 * 20, None)
 
 
 def test_info_says_when_the_curriculum_can_outlast_the_budget(capsys):

@@ -8,7 +8,6 @@ training loop or Accelerate.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -19,7 +18,17 @@ from .config import Config, check_sampler_params
 from .data import DatasetBundle, load_dataset
 from .errors import ConfigError, UserError
 from .objectives import Objective, make_objective
-from .pacing import AdaptivePacing, FixedPacing, FunctionPacing, Pacing, shortest_adaptive_stage
+from .pacing import (
+    AdaptivePacing,
+    FixedPacing,
+    FunctionPacing,
+    Pacing,
+    adaptive_stage_cap,
+    budget_stage_cap,
+    cap_only_reason,
+    pacing_span,
+    stages_before_last,
+)
 from .runs.layout import METRICS
 from .runs.records import read_jsonl
 from .samplers import SAMPLERS, CurriculumSampler, TimestepSampler, rank_seed, time_averaged_shares
@@ -27,7 +36,6 @@ from .schedules import DiscreteSchedule
 from .weighting import Weighting, make_weighting
 
 __all__ = [
-    "adaptive_stage_cap",
     "build_dataset",
     "build_objective",
     "build_pacing",
@@ -37,7 +45,6 @@ __all__ = [
     "check_pacing",
     "clusters_for",
     "matched_shares",
-    "pacing_warning",
 ]
 
 
@@ -89,10 +96,10 @@ def clusters_for(config: Config, objective: Objective | None = None) -> list[tup
 
 
 def build_pacing(config: Config) -> Pacing | None:
-    """The pacing rule the config names (None for the uniform baseline).
+    """The pacing rule the config names (None for the uniform baseline and the other samplers).
 
-    Adaptive pacing is capped per stage by :func:`adaptive_stage_cap`, and refused when that cap
-    ends every stage before patience can fire (:func:`check_pacing`).
+    Adaptive pacing gets the per-stage cap the config's keys set (:func:`~.pacing.adaptive_stage_cap`),
+    and is refused when that cap ends every stage before patience can fire (:func:`check_pacing`).
     """
     cur = config.curriculum
     if cur.order == "none" or cur.sampler != "curriculum":
@@ -103,7 +110,7 @@ def build_pacing(config: Config) -> Pacing | None:
             cur.patience,
             cur.min_delta,
             cur.ema,
-            adaptive_stage_cap(config),
+            _stage_cap(config),
             min_delta_mode=cur.min_delta_mode,
             allow_cap_only=cur.allow_cap_only,
         )
@@ -113,99 +120,44 @@ def build_pacing(config: Config) -> Pacing | None:
     return FunctionPacing(cur.pacing, total)
 
 
-def _is_adaptive_curriculum(config: Config) -> bool:
-    """Whether the run's timesteps come from a curriculum paced adaptively (not one cluster, not another sampler)."""
+def _stage_cap(config: Config) -> int | None:
+    """The per-stage cap of the config's adaptive pacing: ``curriculum.max_steps_per_stage``, else from
+    ``curriculum.cap_multiple`` and ``curriculum.budget_fraction`` of ``train.max_steps``."""
     cur = config.curriculum
-    return cur.order != "none" and cur.sampler == "curriculum" and cur.pacing == "adaptive" and cur.only_cluster is None
-
-
-def _stages_before_last(config: Config) -> int:
-    """How many stages end before every timestep is in play: N - 1 when each stage adds a cluster, N when each
-    stage trains one cluster and a last one all of them."""
-    cur = config.curriculum
-    return cur.n_clusters - 1 if cur.cumulative else cur.n_clusters
-
-
-def _budget_cap(config: Config) -> int | None:
-    """Each early stage's share of ``curriculum.budget_fraction`` of ``train.max_steps`` (None if unset)."""
-    cur = config.curriculum
-    stages_before_last = _stages_before_last(config)
-    if cur.budget_fraction is None or stages_before_last < 1:
-        return None
-    return max(1, int(cur.budget_fraction * config.train.max_steps / stages_before_last))
-
-
-def curriculum_span(config: Config) -> tuple[int, int | None] | None:
-    """The earliest and the latest step by which adaptive pacing can have put every timestep in play: each stage
-    before the last lasts at least the shortest stage patience allows (:func:`~.pacing.shortest_adaptive_stage`)
-    and at most the cap (:func:`adaptive_stage_cap`; None: no cap, so no latest step). None when the pacing is not
-    adaptive (or there is no curriculum). Adaptive pacing counts steps, not shares of the budget, so on a short
-    budget its curriculum can take most of the run; ``info`` prints this span beside ``train.max_steps``."""
-    cur = config.curriculum
-    if not _is_adaptive_curriculum(config):
-        return None
-    stages = _stages_before_last(config)
-    cap = adaptive_stage_cap(config)
-    shortest = shortest_adaptive_stage(cur.patience, cur.ema)
-    if cap is not None:
-        shortest = min(shortest, cap)  # a cap below patience's reach ends every stage first (fixed pacing)
-    return stages * shortest, (stages * cap if cap is not None else None)
-
-
-def adaptive_stage_cap(config: Config) -> int | None:
-    """The longest a stage of adaptive pacing may last: ``max_steps_per_stage`` if set, else the
-    smaller of ``cap_multiple`` times the shortest stage that patience allows
-    (:func:`~.pacing.shortest_adaptive_stage`) and the ``budget_fraction`` share (those set).
-
-    A cap derived from the patience can never cut a stage short of its patience; it bounds the
-    stages of a loss that keeps creeping down by more than ``min_delta``, which otherwise could
-    hold one cluster for the whole run.
-    """
-    cur = config.curriculum
-    if cur.max_steps_per_stage is not None:
-        return cur.max_steps_per_stage
-    caps = [_budget_cap(config)]
-    if cur.cap_multiple is not None:
-        caps.append(math.ceil(cur.cap_multiple * shortest_adaptive_stage(cur.patience, cur.ema)))
-    caps = [c for c in caps if c is not None]
-    return min(caps) if caps else None
+    budget_cap = None
+    if cur.budget_fraction is not None:
+        stages = stages_before_last(cur.n_clusters, cur.cumulative)
+        budget_cap = budget_stage_cap(cur.budget_fraction, config.train.max_steps, stages)
+    return adaptive_stage_cap(
+        cur.patience,
+        cur.ema,
+        max_steps_per_stage=cur.max_steps_per_stage,
+        cap_multiple=cur.cap_multiple,
+        budget_cap=budget_cap,
+    )
 
 
 def check_pacing(config: Config) -> str | None:
-    """Refuse a config whose adaptive pacing cannot fire (:func:`pacing_warning`) with a
-    :class:`~.errors.ConfigError`, unless ``curriculum.allow_cap_only`` asks for that fixed pacing;
-    then return the warning to show (None when patience can fire)."""
-    warning = pacing_warning(config)
-    if warning is not None and not config.curriculum.allow_cap_only:
-        raise ConfigError(f"{warning}; raise the cap, lower the patience or set curriculum.allow_cap_only=true")
-    return warning
-
-
-def pacing_warning(config: Config) -> str | None:
-    """One line saying that the config's adaptive pacing cannot fire, or None when it can (or the
-    pacing is not adaptive).
-
-    Patience can end a stage no earlier than :func:`~.pacing.shortest_adaptive_stage` steps into
-    it; a per-stage cap below that (patience at or above the cap without smoothing) ends every
-    stage first, so the run is fixed pacing at the cap's length. `train`, `info` and `compare`
-    print this line; :func:`check_pacing` refuses such a config unless ``curriculum.allow_cap_only``.
-    """
+    """Refuse, with a :class:`~.errors.ConfigError` naming the keys, a config whose adaptive pacing cannot
+    fire (:func:`~.pacing.cap_only_reason`), unless ``curriculum.allow_cap_only`` asks for that fixed
+    pacing; then return the one-line warning that `train`, `info` and `compare` print. None when the
+    pacing can fire, is not adaptive, or there is no curriculum."""
     cur = config.curriculum
-    if not _is_adaptive_curriculum(config):
-        return None
-    cap = adaptive_stage_cap(config)
-    shortest = shortest_adaptive_stage(cur.patience, cur.ema)
-    if cap is None or cap >= shortest:
+    adaptive = cur.order != "none" and cur.sampler == "curriculum" and cur.pacing == "adaptive"
+    if not adaptive or cur.only_cluster is not None:
         return None
     if cur.max_steps_per_stage is not None:
-        source = f"curriculum.max_steps_per_stage={cap}"
+        source = f"curriculum.max_steps_per_stage={cur.max_steps_per_stage}"
     else:
         source = f"curriculum.budget_fraction={cur.budget_fraction} of train.max_steps={config.train.max_steps}"
-    return (
-        f"curriculum.patience: adaptive pacing cannot fire: patience {cur.patience} (with ema {cur.ema}) ends a "
-        f"stage no earlier than its step {shortest}, but the cap ({source}) ends every stage at step {cap}: "
-        f"this is fixed {cap}-step pacing"
-    )
+    reason = cap_only_reason(cur.patience, cur.ema, _stage_cap(config), source)
+    if reason is None:
+        return None
+    if not cur.allow_cap_only:
+        raise ConfigError(
+            f"curriculum.patience: {reason}; raise the cap, lower the patience or set curriculum.allow_cap_only=true"
+        )
+    return f"curriculum.patience: {reason}"
 
 
 def matched_shares(source: str | Path, n_clusters: int) -> list[float]:
@@ -321,3 +273,11 @@ def cache_dir() -> Path:
     $DIFFUSION_CURRICULUM_CACHE or ~/.cache/diffusion_curriculum."""
     default = Path.home() / ".cache" / "diffusion_curriculum"
     return Path(os.environ.get("DIFFUSION_CURRICULUM_CACHE", default))
+
+
+def curriculum_span(config: Config) -> tuple[int, int | None] | None:
+    """The span of :func:`~.pacing.pacing_span` for the config's adaptive pacing (None for other pacing)."""
+    pacing = build_pacing(config)
+    if not isinstance(pacing, AdaptivePacing) or config.curriculum.only_cluster is not None:
+        return None
+    return pacing_span(pacing, stages_before_last(config.curriculum.n_clusters, config.curriculum.cumulative))

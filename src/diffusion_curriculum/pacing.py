@@ -11,6 +11,12 @@ improving for a maximum patience of tau iterations (``patience`` here). :class:`
 :class:`FunctionPacing` are ablation baselines; the latter uses the competence functions of
 Platanios et al. 2019, not the paper's rule.
 
+What a pacing can do within a budget is decided here too, from the pacing's parameters and the
+budget alone (no config): the per-stage cap of adaptive pacing (:func:`adaptive_stage_cap`, with
+:func:`budget_stage_cap` for a share of the budget), when that cap leaves patience no room to fire
+(:func:`cap_only_reason`), and the span of steps by which every timestep is in play
+(:func:`pacing_span`). The config, ``info`` and the trainer call these.
+
 :data:`PACINGS` registers every pacing class by name; the contract tests (tests/contract/) run
 their shared checks on each registered class, so a new rule must be added there to be tested.
 """
@@ -32,9 +38,14 @@ __all__ = [
     "FixedPacing",
     "FunctionPacing",
     "Pacing",
+    "adaptive_stage_cap",
+    "budget_stage_cap",
+    "cap_only_reason",
     "first_comparison_step",
     "pacing_fraction",
+    "pacing_span",
     "shortest_adaptive_stage",
+    "stages_before_last",
 ]
 
 MIN_DELTA_MODES = ("relative", "absolute")
@@ -186,12 +197,11 @@ class AdaptivePacing:
             raise UserError(f"ema must be None or a decay in [0, 1), got {ema!r}")
         if max_steps_per_stage is not None:
             _positive_int("max_steps_per_stage", max_steps_per_stage)
-            shortest = shortest_adaptive_stage(patience, ema)
-            if max_steps_per_stage < shortest and not allow_cap_only:
+            reason = cap_only_reason(patience, ema, max_steps_per_stage)
+            if reason is not None and not allow_cap_only:
                 raise UserError(
-                    f"max_steps_per_stage {max_steps_per_stage} ends every stage before patience {patience} can "
-                    f"(its earliest is step {shortest} of a stage with ema {ema}); this is fixed pacing: raise "
-                    f"max_steps_per_stage, lower patience, or pass allow_cap_only=True"
+                    f"max_steps_per_stage {max_steps_per_stage}: {reason}: raise max_steps_per_stage, lower "
+                    f"patience, or pass allow_cap_only=True"
                 )
         self.min_delta = float(min_delta)
         self.min_delta_mode = min_delta_mode
@@ -361,3 +371,98 @@ PACINGS: dict[str, type] = {
 """Every pacing class by name. The config's ``curriculum.pacing`` is ``adaptive``, ``fixed`` or one
 of :data:`PACING_FUNCTIONS` (each a :class:`FunctionPacing`). The contract tests in tests/contract/
 iterate over this registry and fail for a name that has no example arguments there."""
+
+
+# ----- what a pacing can do within a budget ------------------------------------------------------
+def stages_before_last(n_clusters: int, cumulative: bool = True) -> int:
+    """How many stages end before every timestep is in play: N - 1 when each stage adds a cluster
+    (cumulative), N when each stage trains one cluster and a last one all of them."""
+    return n_clusters - 1 if cumulative else n_clusters
+
+
+def budget_stage_cap(budget_fraction: float, total_steps: int, stages_before_last: int) -> int | None:
+    """Each stage before the last's equal share of ``budget_fraction`` of ``total_steps`` (at least 1
+    step), so that every timestep is in play by that fraction of the budget at the latest; None when
+    there is no stage before the last."""
+    if stages_before_last < 1:
+        return None
+    return max(1, int(budget_fraction * total_steps / stages_before_last))
+
+
+def adaptive_stage_cap(
+    patience: int,
+    ema: float | None,
+    *,
+    max_steps_per_stage: int | None = None,
+    cap_multiple: float | None = None,
+    budget_cap: int | None = None,
+) -> int | None:
+    """The longest a stage of adaptive pacing may last: ``max_steps_per_stage`` if given, else the
+    smaller of ``cap_multiple`` times the shortest stage patience allows
+    (:func:`shortest_adaptive_stage`) and ``budget_cap`` (:func:`budget_stage_cap`), those given;
+    None (no cap) when neither is.
+
+    A cap derived from the patience can never cut a stage short of its patience; it bounds the
+    stages of a loss that keeps creeping down by more than ``min_delta``, which otherwise could hold
+    one cluster for the whole run.
+    """
+    if max_steps_per_stage is not None:
+        return max_steps_per_stage
+    caps = [] if budget_cap is None else [budget_cap]
+    if cap_multiple is not None:
+        caps.append(math.ceil(cap_multiple * shortest_adaptive_stage(patience, ema)))
+    return min(caps) if caps else None
+
+
+def cap_only_reason(patience: int, ema: float | None, cap: int | None, cap_source: str | None = None) -> str | None:
+    """Why adaptive pacing with this patience, smoothing and per-stage cap cannot fire, in one clause
+    (``cap_source``, when given, says in brackets what set the cap); None when it can. Patience ends a
+    stage no earlier than :func:`shortest_adaptive_stage` steps into it, so a cap below that ends every
+    stage first: fixed pacing at the cap's length."""
+    shortest = shortest_adaptive_stage(patience, ema)
+    if cap is None or cap >= shortest:
+        return None
+    source = "" if cap_source is None else f" ({cap_source})"
+    return (
+        f"adaptive pacing cannot fire: patience {patience} (with ema {ema}) ends a stage no earlier than its "
+        f"step {shortest}, but the cap{source} ends every stage at step {cap}: this is fixed {cap}-step pacing"
+    )
+
+
+def pacing_span(pacing: Pacing, stages_before_last: int) -> tuple[int, int | None]:
+    """The earliest and the latest step by which ``pacing`` can have put every timestep in play, after
+    ``stages_before_last`` stages (:func:`stages_before_last`); latest None when nothing bounds it.
+
+    Adaptive pacing: each stage before the last lasts at least the shortest stage patience allows
+    (:func:`shortest_adaptive_stage`, or the cap when that is shorter) and at most the cap. Fixed
+    pacing and pacing functions ignore the loss, so both ends are the step at which their schedule
+    unlocks the last stage. Adaptive pacing counts steps, not shares of the budget, so on a short
+    budget its curriculum can take most of the run; ``info`` prints this span beside the budget.
+    """
+    if isinstance(pacing, AdaptivePacing):
+        cap = pacing.max_steps_per_stage
+        shortest = shortest_adaptive_stage(pacing.patience, pacing.ema)
+        if cap is not None:
+            shortest = min(shortest, cap)
+        return stages_before_last * shortest, (stages_before_last * cap if cap is not None else None)
+    if isinstance(pacing, FixedPacing):
+        lengths = pacing.steps_per_stage
+        step = sum(lengths[min(k, len(lengths) - 1)] for k in range(stages_before_last))
+        return step, step
+    if isinstance(pacing, FunctionPacing):
+        step = _function_span(pacing, stages_before_last + 1)
+        return step, step
+    raise UserError(f"no span is known for the pacing {pacing!r}")
+
+
+def _function_span(pacing: FunctionPacing, n_stages: int) -> int:
+    """The step at which a fresh copy of ``pacing`` unlocks the last of ``n_stages``, the sampler advancing
+    one stage per step at most: replayed (a pacing function is only defined step by step), at most
+    ``total_steps + n_stages`` updates."""
+    replay = FunctionPacing(pacing.kind, pacing.total_steps, pacing.start_fraction)
+    stage, step = 1, 0
+    while stage < n_stages:
+        step += 1
+        if replay.update(math.nan, stage, n_stages):
+            stage += 1
+    return step
