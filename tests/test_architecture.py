@@ -90,7 +90,7 @@ def test_core_imports_only_the_core(module):
     assert GRAPH[module] <= CORE, f"{module} imports {sorted(GRAPH[module] - CORE)}"
 
 
-@pytest.mark.parametrize("module", ["evaluation", "sampling", "assembly", "conditioning", "runs.loading"])
+@pytest.mark.parametrize("module", ["evaluation", "sampling", "assembly", "conditioning", "trained"])
 def test_reading_runs_never_imports_the_training_loop(module):
     found = _reachable(module) & TRAINING
     assert not found, f"{module} reaches {sorted(found)}"

@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
+from .atomic import write_atomic
 from .clustering import CLUSTER_METHODS
 from .errors import ConfigError
 from .pacing import MIN_DELTA_MODES, PACING_FUNCTIONS
-from .runs.atomic import write_atomic
 from .safe_yaml import YamlTooLarge, check_size, load_yaml, short
 from .samplers import ORDERS, SAMPLERS, SIGNALS, sampler_parameters
 from .weighting import WEIGHTINGS

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .assembly import build_dataset, cache_dir, clusters_for
+from .atomic import write_atomic
 from .config import Config
 from .data import DatasetBundle
 from .errors import UserError
@@ -28,11 +29,10 @@ from .metrics.directions import LOWER_IS_BETTER
 from .progress import report
 from .resources import check_fits
 from .runs import checkpoints as ckpt
-from .runs.atomic import write_atomic
 from .runs.layout import load_run_config
-from .runs.loading import TrainedRun, load_trained
 from .runs.lock import folder_lock
 from .sampling import SamplingSettings, sample_decoded
+from .trained import TrainedRun, load_trained
 
 __all__ = ["EvalSettings", "HeldoutProbe", "evaluate_run", "feature_space", "heldout_cluster_losses"]
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .errors import ConfigError, RunError
-from .runs.atomic import write_atomic
 from .runs.layout import RUN_FILES, check_not_file, foreign_entries, refuse_foreign
 from .safe_yaml import load_yaml
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from .atomic import write_atomic
 from .errors import ConfigError
-from .runs.atomic import write_atomic
 
 __all__ = [
     "PERIOD_ENV",

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import write_atomic
 from .config import Config
 from .errors import UserError
 from .generation import default_solver, generate
 from .objectives import Objective
 from .resources import check_fits
-from .runs.atomic import write_atomic
-from .runs.loading import load_trained
+from .trained import load_trained
 from .visual import save_image_grid
 
 __all__ = ["SamplingSettings", "sample_decoded", "sample_to_file"]

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .errors import ConfigError, RunError, UserError
 from .interrupts import Interrupted, handle_stop_signals
 from .progress import env_seconds
-from .runs.atomic import write_atomic
 
 __all__ = ["LAUNCHERS", "POLL_ENV", "SLURM_DIR", "SlurmOptions", "check_cluster", "slurm_imap"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_atomic
 from ..errors import DataError
-from ..runs.atomic import write_atomic
 
 __all__ = ["LatentCodec"]
 

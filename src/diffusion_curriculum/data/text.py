@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..atomic import write_atomic
 from ..errors import UserError
-from ..runs.atomic import write_atomic
 
 __all__ = ["TextEncoder", "unique_caption_table"]
 

@@ -17,12 +17,12 @@ import torch
 import yaml
 
 from ..assembly import build_objective, build_sampler, check_pacing
+from ..atomic import write_atomic
 from ..errors import ConfigError, RunError
 from ..jobs import DONE, check_claim, claim_folder, launch_jobs, mark_done
 from ..metrics.directions import lower_is_better
 from ..progress import PROGRESS_DIR, JobPlan, ProgressBoard, reporting
 from ..runs import checkpoints as ckpt
-from ..runs.atomic import write_atomic
 from ..runs.lock import folder_lock
 from ..runs.records import read_json
 from ..slurm import SLURM_DIR, SlurmOptions, check_cluster

@@ -25,9 +25,9 @@ from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..atomic import write_atomic
 from ..data import load_dataset
 from ..errors import UserError
-from ..runs.atomic import write_atomic
 
 __all__ = [
     "EVALUATOR_DATASETS",

@@ -30,10 +30,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
+from ..atomic import write_atomic
 from ..data import load_dataset
 from ..data.hashing import content_hash
 from ..errors import UserError
-from ..runs.atomic import write_atomic
 from .distribution import noise_floor
 from .evaluator import _WIDTHS, _conv_bn_relu, _deterministic, _shift, fit_loop, verified_weights
 

@@ -1,6 +1,8 @@
-"""The run folder: its layout, atomic writes, checkpoints, same-run checks, and loading a trained run.
+"""The run folder: its layout and the rules for starting, replacing and resuming a run, checkpoints,
+one writer per folder, and reading the package's own JSON files.
 
-Import the submodules (``runs.layout``, ``runs.atomic``, ``runs.checkpoints``, ``runs.loading``,
-``runs.lock``: one writer per folder, ``runs.records``: reading the package's own JSON files)
-directly; this package imports nothing so that low layers (data caches) can use ``runs.atomic``.
+Import the submodules directly (``runs.layout``, ``runs.checkpoints``, ``runs.lock``, ``runs.records``).
+This floor sits above the config and below assembly: loading a trained run, which builds the run's
+objective and model, is :mod:`~diffusion_curriculum.trained`, above it, and the one atomic writer that
+lower floors (config, data caches, metrics) use too is :mod:`~diffusion_curriculum.atomic`, below it.
 """

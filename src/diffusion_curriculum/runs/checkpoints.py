@@ -36,9 +36,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from ..atomic import write_atomic
 from ..errors import CheckpointError
 from ..fault_injection import checkpoint_write_delay_s
-from .atomic import write_atomic
 
 __all__ = [
     "MANIFEST",

@@ -14,12 +14,12 @@ import re
 import shutil
 from pathlib import Path
 
+from ..atomic import write_atomic
 from ..config import Config, dotted_overrides, load_config
 from ..errors import ConfigError, RunError
 from ..pacing import PACING_FUNCTIONS
 from ..safe_yaml import short
 from . import lock
-from .atomic import write_atomic
 from .lock import check_not_file
 from .records import JsonLines, read_jsonl
 

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 import yaml
 
+from ..atomic import write_atomic
 from ..config import Config, ConfigError
 from ..jobs import DONE, check_claim, claim_folder, launch_jobs, mark_done
 from ..progress import PROGRESS_DIR, JobPlan, ProgressBoard, reporting
 from ..runs import checkpoints as ckpt
-from ..runs.atomic import write_atomic
 from ..runs.lock import folder_lock
 from ..runs.records import read_json, read_jsonl
 from ..slurm import SLURM_DIR, SlurmOptions, check_cluster
@@ -53,7 +53,7 @@ def _heldout_measure(run_dir: Path, config: Config, interval: tuple) -> tuple[st
     from ..assembly import build_dataset
     from ..evaluation import heldout_cluster_losses
     from ..metrics.synthetic import excess_denoising_error
-    from ..runs.loading import load_trained
+    from ..trained import load_trained
 
     trained = load_trained(run_dir)
     data = build_dataset(config)

@@ -34,17 +34,17 @@ from ..config import Config, dump_config
 from ..data import DatasetBundle
 from ..errors import CheckpointError, ConfigError, RunError, TrainingDiverged, UserError
 from ..evaluation import HeldoutProbe
+from ..export import save_final_model
 from ..fault_injection import nan_steps, step_delay_s
 from ..interrupts import deferred_signals
 from ..models import Denoiser, ModelSpec, build_model
 from ..resources import check_fits
 from ..runs import checkpoints as ckpt
 from ..runs import layout, lock
-from ..runs.export import save_final_model
-from ..runs.loading import RUN_META, run_meta
 from ..safe_yaml import short
 from ..samplers import rank_seed
 from ..sampling import SamplingSettings, sample_decoded
+from ..trained import RUN_META, run_meta
 from ..visual import save_samples
 from ..weighting import Weighting
 from .run_log import RunLog

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...runs.atomic import write_atomic
+from ...atomic import write_atomic
 from .document import to_html, to_markdown
 from .results import Grid, Run, load_results
 from .sections import build_document

@@ -15,15 +15,15 @@ from typing import Any
 
 import torch
 
-from ..assembly import build_objective, cache_dir
-from ..conditioning import Conditioner
-from ..config import Config, dotted_overrides, load_config
-from ..errors import CheckpointError, RunError, UserError
-from ..models import Denoiser, ModelSpec, build_model
-from ..objectives import Objective
-from . import checkpoints as ckpt
-from .layout import CHECKPOINTS, CONFIG, MODEL, load_run_config
-from .records import read_json
+from .assembly import build_objective, cache_dir
+from .conditioning import Conditioner
+from .config import Config, dotted_overrides, load_config
+from .errors import CheckpointError, RunError, UserError
+from .models import Denoiser, ModelSpec, build_model
+from .objectives import Objective
+from .runs import checkpoints as ckpt
+from .runs.layout import CHECKPOINTS, CONFIG, MODEL, load_run_config
+from .runs.records import read_json
 
 __all__ = ["RUN_META", "TrainedRun", "load_trained", "run_meta"]
 

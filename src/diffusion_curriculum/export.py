@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..models import Denoiser
-from ..objectives import Objective
-from .loading import RUN_META, run_meta
+from .models import Denoiser
+from .objectives import Objective
+from .trained import RUN_META, run_meta
 
 __all__ = ["pipeline_kind", "save_final_model"]
 
