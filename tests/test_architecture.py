@@ -1,5 +1,7 @@
-"""The package's layering, checked statically on the source: the core imports nothing above it,
-reading a run never imports the training loop, and no module imports another that imports it back."""
+"""The package's layering, checked statically on the source: every module sits on a floor and imports
+only from its own floor or lower ones (the core lowest: it imports nothing above it, neither the config
+nor assembly), reading a run never imports the training loop, and no module imports another that
+imports it back. docs/architecture.md draws the same floors."""
 
 from __future__ import annotations
 
@@ -76,6 +78,32 @@ def _reachable(start: str) -> set[str]:
     return seen
 
 
+# The floors, lowest first: a module imports only from its own floor or lower ones. A module of the package
+# that is on no floor fails test_every_module_is_on_a_floor, so a new module must be placed here.
+FLOORS: list[tuple[str, set[str]]] = [
+    ("core", {"", "errors", "schedules", "clustering", "pacing", "weighting", "distributed", "samplers"}),
+    ("utilities", {"atomic", "safe_yaml", "resources", "fault_injection", "interrupts", "progress"}),
+    (
+        "data, models, objectives, metrics",
+        {"objectives", "models", "generation", "visual", "data", "conditioning", "metrics"},
+    ),
+    ("config", {"config"}),
+    ("run folders and launchers", {"runs", "jobs", "slurm"}),
+    ("assembly", {"assembly"}),
+    ("trained runs and sampling", {"trained", "export", "sampling"}),
+    ("evaluation", {"evaluation"}),
+    ("training", {"training"}),
+    ("experiments and study", {"experiments", "study"}),
+    ("command line", {"cli"}),
+]
+
+
+def _floor(module: str) -> int | None:
+    """The index into FLOORS of a module (a package's submodules share its floor), None if unplaced."""
+    top = module.split(".")[0]
+    return next((i for i, (_, members) in enumerate(FLOORS) if top in members), None)
+
+
 def test_the_graph_sees_imports():
     """The checker itself: known edges are found (so an empty graph cannot pass the tests below)."""
     assert "assembly" in GRAPH["training.trainer"]
@@ -94,6 +122,29 @@ def test_core_imports_only_the_core(module):
 def test_reading_runs_never_imports_the_training_loop(module):
     found = _reachable(module) & TRAINING
     assert not found, f"{module} reaches {sorted(found)}"
+
+
+def test_every_module_is_on_a_floor():
+    assert not [m for m in MODULES if _floor(m) is None], "place these modules on a floor of FLOORS"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_imports_from_a_higher_floor(module):
+    mine = _floor(module)
+    higher = sorted(f"{m} ({FLOORS[_floor(m)][0]})" for m in GRAPH[module] if _floor(m) > mine)
+    assert not higher, f"{module} ({FLOORS[mine][0]}) imports from a higher floor: {higher}"
+
+
+@pytest.mark.parametrize("module", sorted(CORE))
+def test_the_core_never_imports_the_config_or_assembly(module):
+    assert not _reachable(module) & {"config", "assembly"}, f"{module} reaches the config or assembly"
+
+
+def test_the_floor_check_bites():
+    """A made-up edge from the core to the config, and from the run folder to assembly, is a violation."""
+    assert _floor("config") > _floor("samplers.curriculum")
+    assert _floor("assembly") > _floor("runs.layout")
+    assert _floor("atomic") < _floor("config") < _floor("runs.checkpoints")
 
 
 def test_no_import_cycle():
