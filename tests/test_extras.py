@@ -238,7 +238,7 @@ def test_another_missing_module_keeps_its_traceback(monkeypatch):
         def fail(args, name=name):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
-        monkeypatch.setattr(cli, "_cmd_clusters", fail)
+        monkeypatch.setattr(cli.clusters, "_cmd_clusters", fail)
         with pytest.raises(ModuleNotFoundError):
             cli.main(["clusters"])
 

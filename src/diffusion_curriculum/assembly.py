@@ -26,7 +26,6 @@ from .pacing import (
     adaptive_stage_cap,
     budget_stage_cap,
     cap_only_reason,
-    pacing_span,
     stages_before_last,
 )
 from .runs.layout import METRICS
@@ -273,11 +272,3 @@ def cache_dir() -> Path:
     $DIFFUSION_CURRICULUM_CACHE or ~/.cache/diffusion_curriculum."""
     default = Path.home() / ".cache" / "diffusion_curriculum"
     return Path(os.environ.get("DIFFUSION_CURRICULUM_CACHE", default))
-
-
-def curriculum_span(config: Config) -> tuple[int, int | None] | None:
-    """The span of :func:`~.pacing.pacing_span` for the config's adaptive pacing (None for other pacing)."""
-    pacing = build_pacing(config)
-    if not isinstance(pacing, AdaptivePacing) or config.curriculum.only_cluster is not None:
-        return None
-    return pacing_span(pacing, stages_before_last(config.curriculum.n_clusters, config.curriculum.cumulative))
