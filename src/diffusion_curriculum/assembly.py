@@ -30,7 +30,7 @@ from .pacing import (
 )
 from .runs.layout import METRICS
 from .runs.records import read_jsonl
-from .samplers import SAMPLERS, CurriculumSampler, TimestepSampler, rank_seed, time_averaged_shares
+from .samplers import SAMPLERS, CurriculumSampler, TimestepSampler, rank_seed, stream_seed, time_averaged_shares
 from .schedules import DiscreteSchedule
 from .weighting import Weighting, make_weighting
 
@@ -159,10 +159,13 @@ def check_pacing(config: Config) -> str | None:
     return f"curriculum.patience: {reason}"
 
 
-def matched_shares(source: str | Path, n_clusters: int) -> list[float]:
+def matched_shares(source: str | Path, n_clusters: int, until: int | None = None) -> list[float]:
     """The time-averaged share of draws each cluster got in a finished run: the ``cluster_draws`` of every
-    line of its metrics.jsonl summed (``source`` is the run folder or that file), for ``matched_marginal``."""
+    line of its metrics.jsonl summed (``source`` is the run folder or that file), for ``matched_marginal``;
+    with ``until``, of its lines up to that step only (a control matched up to a target step)."""
     key = "curriculum.sampler_params.from"
+    if until is not None and (isinstance(until, bool) or not isinstance(until, int) or until < 1):
+        raise ConfigError(f"curriculum.sampler_params.until: expected a step >= 1, got {until!r}")
     path = Path(source)
     path = path / METRICS if path.is_dir() else path
     if not path.is_file():
@@ -171,7 +174,11 @@ def matched_shares(source: str | Path, n_clusters: int) -> list[float]:
         records = read_jsonl(path).records
     except UserError as exc:
         raise ConfigError(f"{key}: {exc}") from None
-    rows = [r["cluster_draws"] for r in records if isinstance(r.get("cluster_draws"), list)]
+    rows = [
+        r["cluster_draws"]
+        for r in records
+        if isinstance(r.get("cluster_draws"), list) and (until is None or int(r.get("step", 0)) <= until)
+    ]
     if not rows:
         raise ConfigError(f"{key}: {path} logs no cluster_draws (a run from before samplers logged them?)")
     if any(len(r) != n_clusters for r in rows):
@@ -226,7 +233,7 @@ def build_sampler(
         clusters_for(config, objective),
         pacing,
         order,
-        config.seed,
+        stream_seed(config.seed, cur.sampler_stream),
         cumulative=cumulative,
         rank=rank,
         density=density,
@@ -256,12 +263,16 @@ def _build_other_sampler(
         if excess:
             params["optimal_loss"] = _optimal_losses(config, objective, clusters, data, weighting)
     if "from" in params:
-        params["shares"] = matched_shares(params.pop("from"), len(clusters))
+        params["shares"] = matched_shares(params.pop("from"), len(clusters), params.pop("until", None))
     if cur.sampler == "speed" and discrete:
         params["schedule"] = space
     try:
         return SAMPLERS[cur.sampler](
-            clusters, density=None if discrete else space, seed=config.seed, rank=rank, **params
+            clusters,
+            density=None if discrete else space,
+            seed=stream_seed(config.seed, cur.sampler_stream),
+            rank=rank,
+            **params,
         )
     except UserError as exc:
         raise ConfigError(f"curriculum.sampler_params: {exc}") from None

@@ -189,6 +189,13 @@ class CurriculumConfig:
         "docs/training.md, which ignores order and pacing",
         choices=tuple(SAMPLERS),
     )
+    sampler_stream: int = _field(
+        0,
+        "the timestep sampler's own stream of draws: 0 is the run's seed's; another number draws other timesteps "
+        "with the same initialisation, data order and noise (the paired A/A arm of a grid)",
+        low=0,
+        high=2**32 - 1,
+    )
     sampler_params: dict[str, Any] = field(
         default_factory=dict,
         metadata={
@@ -303,7 +310,7 @@ class Config:
 # which a config asks for what the run computes: `excess` (learning_progress: subtract the exact optimal
 # loss of Gaussian-mixture data) and `from` (matched_marginal: a finished run whose shares to use).
 _RUN_FILLED = {"learning_progress": ("total_steps", "optimal_loss")}
-_RUN_OPTIONS = {"learning_progress": ("excess",), "matched_marginal": ("from",)}
+_RUN_OPTIONS = {"learning_progress": ("excess",), "matched_marginal": ("from", "until")}
 
 
 def sampler_options(name: str) -> tuple[str, ...]:
@@ -325,6 +332,8 @@ def check_sampler_params(name: str, params: dict[str, Any], key: str = "curricul
             raise ConfigError(f"{key}.{param}: not a parameter of sampler {name!r} (its parameters: {known})")
     if name == "matched_marginal" and ("from" in params) == ("shares" in params):
         raise ConfigError(f"{key}: matched_marginal needs one of from (a finished run) and shares (one per cluster)")
+    if "until" in params and "from" not in params:
+        raise ConfigError(f"{key}.until: only with from (the last step of the finished run whose shares are matched)")
 
 
 def _hints(cls: type) -> dict[str, Any]:

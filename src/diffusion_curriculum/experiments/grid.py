@@ -8,6 +8,7 @@ and the seed differ.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, ConfigError, check_name, check_sampler_params, load_config
+from ..config import Config, ConfigError, CurriculumConfig, check_name, check_sampler_params, load_config
 from ..errors import UserError
 from ..runs.layout import METRICS
 from ..runs.records import read_jsonl
@@ -26,7 +27,37 @@ from ..slurm import LAUNCHERS, SlurmOptions
 __all__ = ["PRESETS", "GridConfig", "Method", "RunSpec", "load_grid", "mean_stage_lengths", "preset_path"]
 
 PRESETS = ("smoke", "quick", "gmm", "digits", "aa", "uncond", "class", "text", "gpu", "samplers", "samplers_digits")
-_GRID_KEYS = {"name", "base", "methods", "weightings", "seeds", "eval", "workers", "primary_metric", "aa_seed_offset"}
+_GRID_KEYS = {
+    "name",
+    "base",
+    "methods",
+    "weightings",
+    "seeds",
+    "eval",
+    "workers",
+    "primary_metric",
+    "aa_seed_offset",
+    "verdict",
+}
+ENDPOINTS = ("e1", "e2", "loss")
+"""The verdict's endpoints (docs/experiments.md): ``e1`` steps to the baseline's half-budget value of the
+sample metric (``primary_metric``); ``e2`` steps to balanced denoising, every cluster's loss relative to the
+same seed's baseline at half the budget; ``loss`` steps to the baseline's half-budget dense curve (L_simple
+on images, the exact excess error on synthetic data)."""
+PRIMARY_TESTS = ("t",)  # the paired t-test on log steps
+
+
+@dataclass(frozen=True)
+class VerdictPlan:
+    """What a grid's verdict tests, fixed in its preset before any run: the co-primary endpoints (Holm over
+    them and the methods), the primary test, and the per-cluster probe curve E2 reads. Without a ``verdict``
+    key a grid keeps the earlier single endpoint, the dense curve (``loss``)."""
+
+    primary: tuple[str, ...] = ("loss",)
+    test: str = "t"
+    per_cluster: str | None = None  # probe.jsonl's per-cluster key for E2: excess_error or heldout_cluster_loss
+
+
 _GRID_KEYS |= {"launcher", "slurm"}  # where the runs run: local worker processes or Slurm jobs (docs/experiments.md)
 _EVAL_KEYS = {
     "every",
@@ -59,6 +90,18 @@ class Method:
     params: dict[str, Any]
     source: str | None = None
     pacing_from: str | None = None
+    curriculum: dict[str, Any] = field(default_factory=dict)  # this method's own curriculum keys
+
+    @property
+    def is_paired_aa(self) -> bool:
+        """The paired A/A arm: the uniform baseline itself but for its timestep stream
+        (``curriculum.sampler_stream``), so it shares initialisation, data order and noise with the baseline."""
+        return (
+            self.sampler == "curriculum"
+            and self.order == "none"
+            and set(self.curriculum) == {"sampler_stream"}
+            and self.curriculum["sampler_stream"] != 0
+        )
 
 
 @dataclass(frozen=True)
@@ -94,6 +137,7 @@ class GridConfig:
     eval_inception_weights: str | None = None  # Inception-v3 FID weights: score images in its features
     raw: dict[str, Any] = field(default_factory=dict)
     method_specs: dict[str, Method] = field(default_factory=dict)  # by label; a label without one is an order
+    plan: VerdictPlan = field(default_factory=VerdictPlan)  # the endpoints and test, fixed before any run
     launcher: str = "local"  # local worker processes, or one Slurm job per run (compare --launcher)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)  # what each run's Slurm job asks for
 
@@ -120,8 +164,9 @@ class GridConfig:
                 for seed in self.seeds:
                     overrides = {
                         "curriculum.sampler": method.sampler,
-                        "curriculum.sampler_params": dict(method.params),
+                        "curriculum.sampler_params": self._sampler_params(method),
                         "curriculum.order": method.order,
+                        **{f"curriculum.{k}": v for k, v in method.curriculum.items()},
                         "objective.weighting": wname,
                         "objective.weighting_params": params,
                         "seed": seed + offset,
@@ -134,6 +179,14 @@ class GridConfig:
                     name = f"{method.label}-{wname}-s{seed + offset}"
                     out.append(RunSpec(name, method.label, wname, seed, overrides, after))
         return out
+
+    def _sampler_params(self, method: Method) -> dict[str, Any]:
+        """The method's sampler parameters, ``until: target`` resolved to the target step
+        (``target_fraction`` of the budget): a matched control matched up to the step it is judged at."""
+        params = dict(method.params)
+        if params.get("until") == "target":
+            params["until"] = round(self.target_fraction * self.budget)
+        return params
 
     def _method(self, label: str) -> Method:
         return self.method_specs.get(label) or Method(label, "curriculum", label, {})
@@ -273,6 +326,7 @@ def load_grid(path: str | Path) -> GridConfig:
         raise ConfigError(f"aa_seed_offset: expected an integer above every seed (disjoint seeds), got {short(offset)}")
     if "every" not in ev:
         raise ConfigError("eval.every: required (evaluate every this many steps)")
+    plan = _verdict_plan(raw.get("verdict"))
     workers = raw.get("workers", 1)
     if not (isinstance(workers, int) and workers >= 1):
         raise ConfigError(f"workers: expected a positive integer, got {short(workers)}")
@@ -296,6 +350,7 @@ def load_grid(path: str | Path) -> GridConfig:
         eval_inception_weights=ev.get("inception_weights"),
         raw=raw,
         method_specs={label: m for label, m in specs.items() if m != Method(label, "curriculum", label, {})},
+        plan=plan,
         launcher=_launcher(raw.get("launcher", "local")),
         slurm=SlurmOptions.from_mapping(raw.get("slurm")),
     )
@@ -313,10 +368,12 @@ def _methods(entries: list) -> dict[str, Method]:
     samplers = [s for s in SAMPLERS if s != "curriculum"]
     out: dict[str, Method] = {}
     for entry in entries:
+        curriculum: dict[str, Any] = {}
         if isinstance(entry, dict):
             params = dict(entry)
             name = params.pop("name", None)
             label = params.pop("label", name)
+            curriculum = _curriculum_keys(params.pop("curriculum", {}), label)
         else:
             name, label, params = entry, entry, {}
         if not isinstance(name, str) or name not in (*ORDERS, *samplers):
@@ -331,10 +388,12 @@ def _methods(entries: list) -> dict[str, Method]:
                     f"methods.{label}: curriculum order {name!r} takes one parameter, from (a method whose mean "
                     f"stage lengths set its fixed pacing), not {sorted(set(params) - {'from'})}"
                 )
-            out[label] = Method(label, "curriculum", name, {}, pacing_from=params.get("from"))
+            out[label] = Method(label, "curriculum", name, {}, pacing_from=params.get("from"), curriculum=curriculum)
         else:
             check_sampler_params(name, params, key=f"methods.{label}")
-            out[label] = Method(label, name, "none", params)
+            if "until" in params and params["until"] != "target" and not isinstance(params["until"], int):
+                raise ConfigError(f"methods.{label}.until: expected a step or 'target', got {short(params['until'])}")
+            out[label] = Method(label, name, "none", params, curriculum=curriculum)
     for label, method in list(out.items()):
         if method.pacing_from is not None:
             source = out.get(method.pacing_from) if isinstance(method.pacing_from, str) else None
@@ -352,10 +411,54 @@ def _methods(entries: list) -> dict[str, Method]:
         if source in out:
             if source == label or out[source].source is not None or out[source].params.get("from") is not None:
                 raise ConfigError(f"methods.{label}.from: {source!r} must be another method that has no source itself")
-            out[label] = Method(label, method.sampler, method.order, method.params, source)
+            out[label] = dataclasses.replace(method, source=source)
         elif not Path(source).exists():
             raise ConfigError(f"methods.{label}.from: {source!r} is neither a method of this grid nor a run folder")
     return out
+
+
+_PER_CLUSTER = ("excess_error", "heldout_cluster_loss")
+
+
+def _verdict_plan(value: Any) -> VerdictPlan:
+    """The grid's ``verdict`` key: ``{primary: [e1, e2], test: t, per_cluster: excess_error}``."""
+    if value is None:
+        return VerdictPlan()
+    if not isinstance(value, dict) or set(value) - {"primary", "test", "per_cluster"}:
+        raise ConfigError(f"verdict: expected a mapping with keys primary, test, per_cluster, got {short(value)}")
+    primary = value.get("primary", ["loss"])
+    if not isinstance(primary, list) or not primary or not all(e in ENDPOINTS for e in primary):
+        raise ConfigError(f"verdict.primary: expected a list of endpoints out of {', '.join(ENDPOINTS)}")
+    if len(set(primary)) != len(primary):
+        raise ConfigError("verdict.primary: an endpoint appears twice")
+    test = value.get("test", "t")
+    if test not in PRIMARY_TESTS:
+        raise ConfigError(f"verdict.test: expected one of {', '.join(PRIMARY_TESTS)}, got {short(test)}")
+    per_cluster = value.get("per_cluster")
+    if per_cluster is not None and per_cluster not in _PER_CLUSTER:
+        raise ConfigError(f"verdict.per_cluster: expected one of {', '.join(_PER_CLUSTER)}, got {short(per_cluster)}")
+    if "e2" in primary and per_cluster is None:
+        raise ConfigError("verdict.per_cluster: required for e2 (the probe's per-cluster curve: excess_error on gmm)")
+    return VerdictPlan(tuple(primary), test, per_cluster)
+
+
+# Set by a method's name and parameters, or by the grid for the difficulty study: not per-method keys.
+_NOT_PER_METHOD = {"order", "sampler", "sampler_params", "only_cluster"}
+
+
+def _curriculum_keys(value: Any, label: Any) -> dict[str, Any]:
+    """A method's own curriculum keys (``methods: [{..., curriculum: {pacing: fixed, ...}}]``): pacing, its
+    lengths, patience, budget fraction, number of clusters, the sampler's stream; their values are checked
+    with the run's config, before any run starts."""
+    keys = set(CurriculumConfig.__dataclass_fields__) - _NOT_PER_METHOD
+    if not isinstance(value, dict):
+        raise ConfigError(f"methods.{label}.curriculum: expected a mapping of curriculum keys, got {short(value)}")
+    for key in value:
+        if key not in keys:
+            raise ConfigError(
+                f"methods.{label}.curriculum.{key}: not a per-method curriculum key (one of {', '.join(sorted(keys))})"
+            )
+    return dict(value)
 
 
 def _grid_name(name: Any) -> str:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import inspect
 
 from ..errors import UserError
-from .base import NoiseSpaceSampler, TimestepSampler, draw_seed, rank_seed, stratified_counts
+from .base import NoiseSpaceSampler, TimestepSampler, draw_seed, rank_seed, stratified_counts, stream_seed
 from .cluster import ClusterSampler
 from .curriculum import ORDERS, SIGNALS, CurriculumSampler
 from .learning_progress import LearningProgressSampler
@@ -58,6 +58,7 @@ __all__ = [
     "rank_seed",
     "sampler_parameters",
     "stratified_counts",
+    "stream_seed",
     "time_averaged_shares",
 ]
 

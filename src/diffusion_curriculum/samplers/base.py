@@ -55,6 +55,7 @@ __all__ = [
     "pending_error",
     "rank_seed",
     "stratified_counts",
+    "stream_seed",
 ]
 
 
@@ -140,6 +141,15 @@ def stratified_counts(quotas: Tensor, offset: float) -> Tensor:
 def rank_seed(seed: int, rank: int) -> int:
     """A well-mixed 64-bit seed for (seed, rank), so every rank draws its own timesteps."""
     return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, dtype=np.uint64)[0])
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """The seed of a sampler's timestep stream ``stream`` for a run of ``seed``: the seed itself for stream 0,
+    else a well-mixed 64-bit seed of (seed, stream), so that no stream of one run is another run's stream 0
+    (a plain ``seed + stream`` would give seed 1's stream 1 to seed 2)."""
+    if stream == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), 0x5EED, int(stream)]).generate_state(1, dtype=np.uint64)[0])
 
 
 def draw_seed(seed: int, rank: int, index: int) -> int:
