@@ -62,8 +62,9 @@ def test_smoke_grid_writes_both_reports_and_survives_a_kill(tmp_path):
     md, html = (clean / "report.md").read_text(), (clean / "report.html").read_text()
     assert "easy_to_hard" in md and "data:image/png;base64," in html
     # the speed-up instrument: the dense curve first, then the table with intervals and corrected p-values
-    assert md.index("## Speed-up: the dense held-out denoising loss curve") < md.index("## Primary metric")
-    assert "Holm p (Wilcoxon; t)" in md and (clean / "figures" / "dense.png").is_file()
+    assert md.index("## Speed-up on each endpoint") < md.index("## Primary metric")
+    assert "L_simple (held-out denoising loss) (primary)" in md and "E1, sample quality (secondary)" in md
+    assert (clean / "figures" / "dense.png").is_file() and (clean / "figures" / "balanced.png").is_file()
     assert all((clean / "runs" / name / "probe.jsonl").read_text().count("\n") == 4 for name in RUNS)
     grid = json.loads((clean / "grid.json").read_text())
     assert [r["name"] for r in grid["runs"]] == RUNS and all(r["status"] == "done" for r in grid["runs"])

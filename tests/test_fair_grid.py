@@ -12,6 +12,7 @@ import torch
 from diffusion_curriculum.assembly import matched_shares
 from diffusion_curriculum.config import ConfigError, load_config
 from diffusion_curriculum.experiments.grid import load_grid
+from diffusion_curriculum.pacing import FunctionPacing, pacing_span
 from diffusion_curriculum.samplers import stream_seed
 
 
@@ -117,3 +118,42 @@ def test_a_matched_control_until_the_target_counts_the_sources_draws_up_to_that_
     assert matched_shares(run, 4) == pytest.approx([1 / 3, 0, 1 / 6, 1 / 2])
     with pytest.raises(ConfigError, match="until"):
         matched_shares(run, 4, until=0)
+
+
+@pytest.mark.timeout(900)  # 5 tiny runs: about half a minute on an idle 2-core machine, minutes under load
+def test_a_tiny_grid_with_three_pacings_and_the_paired_aa_arm_reports_each_arm_under_its_own_label(
+    tmp_path, monkeypatch
+):
+    """Three curriculum arms of different pacing (fixed, linear, adaptive) and the paired A/A arm in one grid,
+    through `compare`: each is trained with its own keys and reported under its own label, the A/A arm marked
+    as such, and the arm whose fixed stages outlast the budget is shown never to have unlocked every cluster."""
+    from diffusion_curriculum.cli import main
+
+    monkeypatch.setenv("DIFFUSION_CURRICULUM_CACHE", str(tmp_path / "cache"))
+    methods = (
+        "[none, {name: none, label: uniform_aa, curriculum: {sampler_stream: 1}}, "
+        "{name: easy_to_hard, label: e2h_never, curriculum: {pacing: fixed, steps_per_stage: 1000}}, "
+        "{name: easy_to_hard, label: e2h_linear, curriculum: {pacing: linear, pacing_steps: 8}}, "
+        "{name: easy_to_hard, label: e2h_adaptive, curriculum: {patience: 2, ema: null}}]"
+    )
+    grid = _grid(tmp_path, methods, "verdict: {primary: [e2], per_cluster: excess_error}\nworkers: 1\n")
+    text = grid.read_text().replace("every: 10, n: 50, steps: 3", "every: 20, n: 50, steps: 3, dense_every: 10")
+    grid.write_text(text)
+    assert main(["compare", "--config", str(grid), "--out", str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    rows = {c["method"]: c for c in record["comparisons"]}
+    assert set(rows) == {"uniform_aa", "e2h_never", "e2h_linear", "e2h_adaptive"}
+    assert rows["uniform_aa"]["paired_aa"] and not any(rows[m]["paired_aa"] for m in rows if m != "uniform_aa")
+    assert record["primary"] == ["e2"] and all(c["endpoints"]["e2"]["primary"] for c in rows.values())
+    runs = tmp_path / "out" / "runs"
+    stages = {
+        label: [json.loads(line)["stage"] for line in (runs / f"{label}-none-s0" / "metrics.jsonl").open()]
+        for label in ("e2h_never", "e2h_linear", "e2h_adaptive")
+    }
+    assert set(stages["e2h_never"]) == {1} and stages["e2h_linear"][-1] == stages["e2h_adaptive"][-1] == 4
+    # linear pacing over 8 steps unlocks the last cluster after step 8 (pacing_span): step 9 trains on every one
+    assert pacing_span(FunctionPacing("linear", 8), 3) == (8, 8) and stages["e2h_linear"].index(4) + 1 == 9
+    md = (tmp_path / "out" / "report.md").read_text()
+    for label in ("e2h_never", "e2h_linear", "e2h_adaptive"):
+        assert f"| `{label}` |" in md
+    assert "| `uniform_aa` (paired A/A) |" in md and "s0: never" in md

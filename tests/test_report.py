@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +31,16 @@ def _fabricate(
     nonfinite: tuple[str, int] | None = None,
     vectors: bool = False,
     with_weighting_key: bool = True,
+    scale: dict[tuple[str, int], float] | None = None,
+    probe_vectors: bool = False,
+    grid_config: dict | None = None,
 ) -> None:
-    """A grid folder as the runner leaves it: grid.json and, per run, metrics/eval logs and sample grids."""
+    """A grid folder as the runner leaves it: grid.json and, per run, metrics/eval logs and sample grids.
+    ``scale``: a run's step scale on the dense curve, in place of its method's SCALE (a run with scale k reaches
+    the baseline's level at step 200 at step 200 k); ``probe_vectors``: probe records with an ``excess_error``
+    per cluster (E2's input), each cluster proportional to the dense curve; ``grid_config``: keys set in
+    grid.json's grid_config (its methods, its verdict)."""
+    scale = scale or {}
     status = status or {}
     runs = []
     rng = np.random.default_rng(0)
@@ -67,9 +77,15 @@ def _fabricate(
                 ],
             )
             noise = 1 + 0.05 * np.sin(seed + 1.0)  # seed-to-seed spread, the same shape for every method
+            k = scale.get((method, seed), SCALE.get(method, 1.0))
             dense = [
-                {"step": st, "heldout_loss": noise / (1 + st / (100 * SCALE[method]))}
-                | ({"excess_error_mean": noise / (2 + st / (100 * SCALE[method]))} if vectors else {})
+                {"step": st, "heldout_loss": noise / (1 + st / (100 * k))}
+                | ({"excess_error_mean": noise / (2 + st / (100 * k))} if vectors else {})
+                | (
+                    {"excess_error": [(c + 1) * noise / (1 + st / (100 * k)) for c in range(4)]}
+                    if probe_vectors
+                    else {}
+                )
                 for st in range(20, STEPS[-1] + 1, 20)
             ]
             _write_jsonl(run / "probe.jsonl", dense)
@@ -100,7 +116,8 @@ def _fabricate(
         "runs": runs,
         "eval": {"every": 100, "n": 50, "steps": 25, "solver": "ddim", "seed": 0},
         "base_config": {"data": {"dataset": "digits"}, "train": {"max_steps": 400}},
-        "grid_config": {"name": "fabricated", "methods": sorted({m for m, _ in fid}), "seeds": [0, 1]},
+        "grid_config": {"name": "fabricated", "methods": sorted({m for m, _ in fid}), "seeds": [0, 1]}
+        | (grid_config or {}),
         "versions": {"diffusion_curriculum": "0.1.0", "torch": "2.13.0", "python": "3.11"},
         "machine": {"platform": "Linux", "processor": "x86_64", "cpu_count": 2, "gpu": None},
         "started": "2025-01-01T00:00:00+00:00",
@@ -113,11 +130,50 @@ def _fabricate(
 
 EXTRACTOR = "digits-0123456789abcdef"  # as evaluation records name the shipped digits classifier
 FID = {
-    ("none", 0): [100.0, 50.0, 30.0, 20.0],
-    ("none", 1): [110.0, 60.0, 35.0, 22.0],  # target 21, reached by the seed-mean curve at 400
-    ("easy_to_hard", 0): [80.0, 20.5, 15.0, 10.0],  # reaches 21 at 200: speed-up 2
-    ("easy_to_hard", 1): [120.0, 70.0, 40.0, 25.0],  # never reaches 21
+    ("none", 0): [100.0, 50.0, 30.0, 20.0],  # its pair's target (E1): 50, its own FID at step 200
+    ("none", 1): [110.0, 60.0, 35.0, 22.0],  # target 60
+    ("easy_to_hard", 0): [80.0, 20.5, 15.0, 10.0],  # reaches 50 at step 127: speed-up 1.57 (E1_FID below)
+    ("easy_to_hard", 1): [120.0, 70.0, 40.0, 25.0],  # reaches 60 at step 224: speed-up 0.894
 }
+FID8 = {(m, s): [100.0 - s, 50.0, 30.0, 20.0 + s] for m in ("none", "easy_to_hard") for s in range(8)}  # equal FIDs
+# easy_to_hard's dense curve per seed of FID8: the baseline's at 1 / 0.4, 1 / 0.5, 1 / 0.6 times the step, so it
+# reaches its seed's baseline level at step 200 at step 80, 100 or 120 (probes every 20 steps: no interpolation)
+SPREAD = {("easy_to_hard", s): (0.4, 0.5, 0.6)[s % 3] for s in range(8)}
+SPREAD_LOGS = [math.log(1 / SPREAD["easy_to_hard", s]) for s in range(8)]  # log(200 / (200 k)) per pair
+SPREAD_SPEEDUP = math.exp(statistics.fmean(SPREAD_LOGS))  # (2.5^3 2^3 (5/3)^2)^(1/8) = 2.08
+NO_P = "no p-value: too few pairs (2 < 5)"
+SAME = "no p-value: every pair's difference is the same (up to rounding): the t-test is undefined"
+LOSS = "L_simple (held-out denoising loss)"
+
+
+def _crossing(s0: float, s1: float, v0: float, v1: float, target: float) -> float:
+    """The step at which a falling sample metric crosses ``target`` between evaluations (s0, v0) and (s1, v1):
+    log-log interpolation, as E1 reads it."""
+    return s0 * (s1 / s0) ** (math.log(v0 / target) / math.log(v0 / v1))
+
+
+# E1 of FID's easy_to_hard, per pair: each seed's own baseline FID at step 200 (50 and 60, where the baseline reaches
+# it: 200 steps); seed 0 crosses 50 between 80 (step 100) and 20.5 (200), seed 1 crosses 60 between 70 (200) and
+# 40 (300)
+E1_FID = (200 / _crossing(100, 200, 80.0, 20.5, 50.0), 200 / _crossing(200, 300, 70.0, 40.0, 60.0))  # 1.57, 0.894
+E1_FID_SPEEDUP = math.sqrt(E1_FID[0] * E1_FID[1])  # 1.19
+E1_FID_CELL = f"{E1_FID_SPEEDUP:.2f}x (range {E1_FID[1]:.2f}–{E1_FID[0]:.2f})"
+# FID at the budget, method / baseline per seed: 10 / 20 and 25 / 22
+FINAL_FID = (10 / 20, 25 / 22)
+FINAL_FID_CELL = f"{math.sqrt(FINAL_FID[0] * FINAL_FID[1]):.3g}x (range {FINAL_FID[0]:.3g}–{FINAL_FID[1]:.3g})"
+
+
+# hard_to_easy's dense curve is the baseline's at 1 / 1.25 the step: it reaches the level of step 200 (1 / 3 of the
+# seed's noise) at 250, read between probes at 240 (1 / 2.92) and 260 (1 / 3.08), linear in the value and log in the
+# step: 250.07
+H2E_STEPS = 240 * (260 / 240) ** ((1 / 2.92 - 1 / 3) / (1 / 2.92 - 1 / 3.08))
+
+
+def _t_p(logs: list[float]) -> float:
+    """The paired t-test's p on per-pair log ratios derived by hand."""
+    from scipy.stats import ttest_1samp
+
+    return float(ttest_1samp(logs, 0.0).pvalue)
 
 
 def test_write_report_end_to_end(tmp_path):
@@ -128,20 +184,28 @@ def test_write_report_end_to_end(tmp_path):
     fid = "fid in digits-classifier features"  # every FID names its feature space
     for header in (
         f"final {fid} (mean ± std)",
-        f"Δ {fid} at step 400",
-        "Holm p (Wilcoxon; t)",
-        "speed-up to the baseline's 50%-budget held-out denoising loss (95% CI)",
+        f"| {LOSS} (primary): speed-up to the baseline's 50%-budget level | first / pairs | Holm p |",
+        "| E1, sample quality (secondary): speed-up to the baseline's 50%-budget level | first / pairs "
+        "| p (unadjusted) |",
+        f"| {fid} at step 400: method / baseline (95% CI) |",
         "stage changes by patience",
         "stage changes by cap",
     ):
         assert header in text
     assert f"the shipped digits classifier's features ({EXTRACTOR})" in text and "fid (" not in text
-    # two seeds: a speed-up (2x by construction) but neither an interval nor a p-value
-    assert "| `easy_to_hard` | 2.00x (—) | 2/2 | 0 | too few seeds (2) |" in text
-    assert "No method's speed-up can be called significant: fewer than 5 paired seeds." in text
+    # two seeds: speed-ups (2x on the dense curve by construction, E1 per pair from the FIDs) with the pairs' range,
+    # neither an interval nor a p-value
+    assert (
+        f"| `easy_to_hard` | 2.00x (range 2.00–2.00) | 2/2 | {NO_P} | {E1_FID_CELL} | 1/2 | {NO_P} | {FINAL_FID_CELL} |"
+        in text
+    )
+    assert "but no primary p-value (fewer than 5 pairs, or no spread)" in text
+    assert (
+        "No method was shown faster or slower than uniform sampling on a primary endpoint after the correction." in text
+    )
     # the last unlock at step 270 of the 400-step budget, on both seeds (stage changes at 90, 180, 270)
     assert "| `easy_to_hard` | 4 | 270 ± 0 | 68% | 2/2 | s0: 270, s1: 270 |" in text
-    assert text.index("Speed-up: the dense") < text.index(f"Primary metric: {fid}")  # the dense curve comes first
+    assert text.index("## Speed-up on each endpoint") < text.index(f"Primary metric: {fid}")  # the speed-ups first
     assert "(figures/primary.png)" in text and "(figures/samples/easy_to_hard-none-s0_step_00000400.png)" in text
     assert "```yaml" in text and "diffusion-curriculum compare quick" in text and "50 samples" in text
     assert "per-timestep view" in text.lower()
@@ -172,7 +236,14 @@ def test_report_with_a_missing_run_and_a_nonfinite_evaluation(tmp_path):
     md, page = write_report(tmp_path)
     text = md.read_text()
     assert "Missing runs" in text and "`easy_to_hard-none-s1`" in text and "status failed" in text
-    assert "`hard_to_easy` reaches the baseline's 50%-budget held-out denoising loss in 1.25x the steps" in text
+    steps = H2E_STEPS
+    assert f"`hard_to_easy`: on {LOSS}, reaches the baseline's 50%-budget {LOSS} level in {steps / 200:.2f}x" in text
+    assert f"| `hard_to_easy` | {200 / steps:.2f}x (range {200 / steps:.2f}–{200 / steps:.2f}) | 0/2 | {NO_P} |" in text
+    # the failed run leaves easy_to_hard one pair, whose FID crosses seed 0's baseline level (50) as in FID
+    assert (
+        f"| `easy_to_hard` | 2.00x (range 2.00–2.00) | 1/1 | no p-value: too few pairs (1 < 5) | {E1_FID[0]:.2f}x"
+        in text
+    )
     assert "fid (lower is better) | 20 | 20 | 20 |" not in text  # the nonfinite final is missing, not a number
     assert "(1/2 seeds)" in text
     assert "data:image/png;base64," in page.read_text()
@@ -183,23 +254,47 @@ def test_report_single_seed_no_weighting_no_curriculum(tmp_path):
         tmp_path, {("none", 0): [9.0, 7.0, 5.0, 4.0], ("random", 0): [8.0, 6.0, 4.0, 3.0]}, with_weighting_key=False
     )
     text = write_report(tmp_path)[0].read_text()
-    assert "fewer than 5 paired seeds" in text and "`random` reaches the baseline's 50%-budget" in text
-    assert "| `random` | 1.00x (—) | 0/1 | 0 | too few seeds (1) |" in text
+    # random's dense curve is the baseline's (scale 1): 1x, a tie; its FID crosses the baseline's 7 (step 200)
+    # between 8 (step 100) and 6 (step 200); at the budget 3 against 4
+    e1, no_p = 200 / _crossing(100, 200, 8.0, 6.0, 7.0), "no p-value: too few pairs (1 < 5)"
+    assert (
+        "No method was shown faster or slower" in text
+        and f"`random`: on {LOSS}, reaches the baseline's 50%-budget" in text
+    )
+    assert (
+        f"| `random` | 1.00x (range 1.00–1.00) | 0/1 | {no_p} | {e1:.2f}x (range {e1:.2f}–{e1:.2f}) | 1/1 | {no_p} |"
+        in text
+    )
+    assert f"| {no_p} | 0.75x (range 0.75–0.75) |" in text
 
 
 def test_report_with_enough_seeds_gives_intervals_and_corrected_p(tmp_path):
-    """Eight seeds of a method that needs half the steps: speed-up 2 with an interval around it and a p-value
-    (eight, because Holm over the grid's three p-values needs the exact Wilcoxon minimum 2/2^8 = 0.008)."""
-    fid = {(m, s): [100.0 - s, 50.0, 30.0, 20.0 + s] for m in ("none", "easy_to_hard") for s in range(8)}
-    _fabricate(tmp_path, fid)
+    """Eight seeds of a method that needs 0.4-0.6 of the baseline's steps on the dense curve: its speed-up with an
+    interval around it and the paired t-test's p (Holm over a family of one: the primary endpoint of one
+    comparison); equal FIDs: E1 is exactly 1x on every pair, and a test of no spread gives no p, with why."""
+    from diffusion_curriculum.experiments.stats import detectable_speedup
+
+    _fabricate(tmp_path, FID8, scale=SPREAD)
     text = write_report(tmp_path)[0].read_text()
-    row = next(line for line in text.splitlines() if line.startswith("| `easy_to_hard` | 2.00x ("))
+    geo = SPREAD_SPEEDUP
+    row = next(line for line in text.splitlines() if line.startswith(f"| `easy_to_hard` | {geo:.2f}x ("))
     low, high = (float(x) for x in row.split("(")[1].split(")")[0].split("–"))
-    assert low <= 2.0 <= high and "8/8" in row
-    assert "by the Wilcoxon test: `easy_to_hard` (2.00x)." in text
-    assert "By the paired t-test on log steps: `easy_to_hard` (2.00x)." in text
-    assert "reaches the baseline's 50%-budget held-out denoising loss in 0.50x the steps" in text
-    assert "smallest speed-up this grid could detect" in text
+    assert 1 < low <= geo <= high and f"| 8/8 | {_t_p(SPREAD_LOGS):.3g} (t) |" in row
+    assert f"| 1.00x (range 1.00–1.00) | 0/8 | {SAME} | 1x (range 1–1) |" in row
+    assert "Holm's correction over 1 primary p-values" in text
+    assert f"Shown after the correction: `easy_to_hard` faster on {LOSS}." in text
+    ci = json.loads((tmp_path / "verdict.json").read_text())["comparisons"][0]["endpoints"]["loss"]["ci"]
+    assert (
+        f"reaches the baseline's 50%-budget {LOSS} level in {1 / geo:.2f}x the baseline's steps (speed-up {geo:.2f}x, "
+        f"95% CI {ci[0]:.2f}–{ci[1]:.2f}x; first on 8/8 pairs)"
+    ) in text
+    # from the comparison's own spread (no A/A arm), at Holm's first-step alpha 0.05 / 1; E1 has no spread: none
+    d = detectable_speedup(statistics.stdev(SPREAD_LOGS), 8, 0.05)
+    assert (
+        f"smallest speed-up this grid could detect (paired t-test on log steps at Holm's first-step α = 0.05, 80% "
+        f"power, from the spread of paired log ratios): {d:.2f}x on {LOSS}, from the median paired spread of the "
+        "comparisons."
+    ) in text
 
 
 def test_report_weightings_and_vector_metrics(tmp_path):
@@ -253,29 +348,57 @@ def test_report_leads_with_one_plain_sentence_per_method_the_papers_curriculum_f
     _fabricate(tmp_path, fid, weightings=("none", "min_snr"))
     text = write_report(tmp_path)[0].read_text()
     intro = text.index("Against the uniform baseline (`none`), in plain words:")
-    assert intro < text.index("No method's speed-up") < text.index("## Speed-up")  # before everything else
+    assert intro < text.index("No method was shown faster or slower") < text.index("## Speed-up")  # before the rest
     bullets = text[intro:].split("\n\n")[1].splitlines()
     assert len(bullets) == 4  # two methods x two weightings, one sentence each
     # the paper's curriculum first, in every weighting, then the others
     assert [b.split("`")[3] for b in bullets] == ["easy_to_hard", "easy_to_hard", "hard_to_easy", "hard_to_easy"]
-    # final FID at step 400: baseline (20 + 22) / 2 = 21, easy_to_hard (10 + 25) / 2 = 17.5, hard_to_easy 41
+    # on the primary endpoint (the dense curve): 2x by construction, hard_to_easy 200 / 250.07; two pairs, no p
     assert bullets[0] == (
-        "- With `none`, `easy_to_hard` (the paper's curriculum) ended 17% better than the uniform baseline "
-        "(fid in digits-classifier features 17.5 against 21 at step 400) and needed only 0.50x the baseline's steps "
-        "to reach the baseline's 50%-budget held-out denoising loss; too few paired seeds for a p-value (fewer than 5)."
+        f"- With `none`, `easy_to_hard` (the paper's curriculum): {LOSS} 2.00x (range 2.00–2.00), not shown ({NO_P})."
     )
-    worse = "`hard_to_easy` ended 95% worse than the uniform baseline (fid in digits-classifier features 41 against 21"
-    assert worse in bullets[2]
+    slower = f"{200 / H2E_STEPS:.2f}x"
+    assert bullets[2] == (
+        f"- With `none`, `hard_to_easy`: {LOSS} {slower} (range {slower[:-1]}–{slower[:-1]}), not shown ({NO_P})."
+    )
+    # in detail, FID at step 400 as a ratio: geometric means sqrt(40 x 42) against sqrt(20 x 22), per seed 2 and 42 / 22
+    detail = next(line for line in text.splitlines() if line.startswith("- With `none`: `hard_to_easy`: "))
+    assert (
+        f"At the end of the budget its fid in digits-classifier features is {math.sqrt(40 * 42):.4g} against "
+        f"{math.sqrt(20 * 22):.4g} (geometric means; ratio {math.sqrt(2 * 42 / 22):.3g}, range {42 / 22:.3g}–2;"
+    ) in detail
 
 
 def test_plain_sentence_says_which_differences_are_significant(tmp_path):
-    fid = {(m, s): [100.0 - s, 50.0, 30.0, 20.0 + s] for m in ("none", "easy_to_hard") for s in range(8)}
-    _fabricate(tmp_path, fid)
-    text = write_report(tmp_path)[0].read_text()
+    _fabricate(tmp_path / "spread", FID8, scale=SPREAD)
+    text = write_report(tmp_path / "spread")[0].read_text()
     sentence = next(line for line in text.splitlines() if line.startswith("- `easy_to_hard` (the paper's curriculum)"))
-    # equal FIDs (level), twice as fast: only the speed difference can be significant
-    assert "ended level with the uniform baseline" in sentence and "needed only 0.50x the baseline's steps" in sentence
-    assert "only the speed difference is significant after Holm's correction (paired Wilcoxon p" in sentence
+    # faster on the primary endpoint (Holm over a family of one: the t-test's p), the interval above 1x
+    low, high = json.loads((tmp_path / "spread" / "verdict.json").read_text())["comparisons"][0]["endpoints"]["loss"][
+        "ci"
+    ]
+    assert low > 1 and sentence == (
+        f"- `easy_to_hard` (the paper's curriculum): {LOSS} {SPREAD_SPEEDUP:.2f}x ({low:.2f}–{high:.2f}), faster "
+        f"(Holm p {_t_p(SPREAD_LOGS):.3g})."
+    )
+    # equal FIDs: on E1 and at the budget exactly level on every pair, a difference no test can call significant
+    detail = next(line for line in text.splitlines() if line.startswith("- `easy_to_hard`: "))
+    assert (
+        "on E1, sample quality, reaches the baseline's 50%-budget E1, sample quality level in 1.00x the baseline's "
+        "steps (speed-up 1.00x, no interval below 5 pairs or without spread; the 8 pairs' speed-ups range 1.00–1.00x; "
+        "first on 0/8 pairs) (secondary, paired "
+        f"t-test on log steps, unadjusted p {SAME})"
+    ) in detail
+    both = math.exp(statistics.fmean(math.log(20.0 + s) for s in range(8)))  # geometric mean of 20..27
+    assert (
+        f"is {both:.4g} against {both:.4g} (geometric means; ratio 1, range 1–1; secondary, unadjusted p {SAME})"
+        in detail
+    )
+    # exactly 2x on every pair (SCALE 0.5, one curve shape for every seed): no spread, so no p and no "faster"
+    _fabricate(tmp_path / "exact", FID8)
+    text = write_report(tmp_path / "exact")[0].read_text()
+    sentence = next(line for line in text.splitlines() if line.startswith("- `easy_to_hard` (the paper's curriculum)"))
+    assert sentence == f"- `easy_to_hard` (the paper's curriculum): {LOSS} 2.00x (range 2.00–2.00), not shown ({SAME})."
 
 
 def test_ratio_heat_map_is_scaled_to_the_final_step():
@@ -335,34 +458,67 @@ def test_one_cluster_numbering_in_info_and_the_report(tmp_path, capsys):
 
 
 def test_verdict_json_holds_the_reports_numbers_and_the_summary_table_reads_them(tmp_path):
-    """verdict.json carries what the report's verdict table shows; the cross-grid summary quotes it (and
-    refuses a folder without one in one line)."""
+    """verdict.json (format 2) carries what the report's verdict table shows, per endpoint; the cross-grid summary
+    quotes it, and refuses a folder without one, or with a verdict of the earlier format, in one line."""
     from diffusion_curriculum.errors import UserError
     from diffusion_curriculum.experiments.report import summary_table
 
-    fid = {(m, s): [100.0 - s, 50.0, 30.0, 20.0 + s] for m in ("none", "easy_to_hard") for s in range(8)}
-    _fabricate(tmp_path / "a", fid, weightings=("none", "min_snr"))
+    _fabricate(tmp_path / "a", FID8, weightings=("none", "min_snr"), scale=SPREAD)
     text = write_report(tmp_path / "a")[0].read_text()
     record = json.loads((tmp_path / "a" / "verdict.json").read_text())
-    assert record["budget"] == 400 and record["holm_family"] == 6 and record["metric"] == "fid"
+    assert record["format"] == 2 and record["budget"] == 400 and record["metric"] == "fid"
+    assert record["primary"] == ["loss"] and list(record["endpoints"]) == ["loss", "e1"]
+    # one primary endpoint x two comparisons (easy_to_hard under each weighting): Holm over 2, first step 0.025
+    assert record["holm_family"] == 2 and record["holm_alpha"] == pytest.approx(0.025)
     rows = {(c["weighting"], c["method"]): c for c in record["comparisons"]}
     assert set(rows) == {("none", "easy_to_hard"), ("min_snr", "easy_to_hard")}
     c = rows["none", "easy_to_hard"]
-    assert c["speedup"] == pytest.approx(2.0, rel=0.01) and (c["faster"], c["pairs"], c["censored"]) == (8, 8, 0)
-    low, high = c["speedup_ci"]
-    assert f"{c['speedup']:.2f}x ({low:.2f}–{high:.2f})" in text  # the report's own numbers
-    assert c["final"]["diff"] == pytest.approx(0.0) and c["final"]["step"] == 400
-    assert set(c["holm"]) == {f"{part}_{t}" for part in ("speed", "final", "mid") for t in "wt"}
-    assert 0 < c["holm"]["speed_w"] <= 1
+    loss, e1 = c["endpoints"]["loss"], c["endpoints"]["e1"]
+    assert loss["kind"] == "estimate" and loss["primary"] and loss["test"] == "t"
+    assert loss["speedup"] == pytest.approx(SPREAD_SPEEDUP) and loss["range"] == pytest.approx([5 / 3, 2.5])
+    assert (loss["faster"], loss["n"], loss["censored_method"], loss["censored_baseline"], loss["dropped"]) == (
+        8,
+        8,
+        0,
+        0,
+        0,
+    )
+    low, high = loss["ci"]
+    assert f"| {SPREAD_SPEEDUP:.2f}x ({low:.2f}–{high:.2f}) | 8/8 |" in text  # the report's own numbers
+    # the same pairs under each weighting: two equal p-values, each doubled by Holm
+    assert loss["p"] == pytest.approx(2 * _t_p(SPREAD_LOGS))
+    assert e1["kind"] == "estimate" and e1["speedup"] == pytest.approx(1.0) and not e1["primary"]
+    assert e1["p"] is None and e1["p_reason"] == SAME[len("no p-value: ") :]
+    assert c["final"]["effect"] == pytest.approx(1.0) and c["final"]["step"] == 400 and c["final"]["scale"] == "log"
+    assert not c["paired_aa"]
 
-    _fabricate(tmp_path / "b", FID)  # two seeds: no p-value
+    _fabricate(tmp_path / "b", FID)  # two seeds: no interval, no p-value
     write_report(tmp_path / "b")
     table = summary_table([tmp_path / "a", tmp_path / "b"]).splitlines()
-    assert len(table) == 2 + 3 and all(line.count(" | ") == 7 for line in table)
-    assert table[2].startswith(f"| `fabricated` (8) | `none` | `easy_to_hard` | 2.00x ({low:.2f}–{high:.2f}) | 8/8 |")
-    assert table[4].startswith("| `fabricated` (2) | `none` | `easy_to_hard` | 2.00x (—) | 2/2 | none (2 seeds) |")
+    assert len(table) == 2 + 3 and all(line.count(" | ") == 6 for line in table)
+    assert table[0] == (
+        "| grid | weighting | method | E1, sample quality | E2, balanced denoising | L_simple "
+        "| sample metric at the budget: method / uniform (95% CI) |"
+    )
+    assert table[2] == (
+        f"| `fabricated` (8) | `none` | `easy_to_hard` | 1.00x (range 1.00–1.00); 0/8; p, secondary {SAME} | — "
+        f"| {SPREAD_SPEEDUP:.2f}x ({low:.2f}–{high:.2f}); 8/8; Holm p {loss['p']:.3g} "
+        f"| fid in digits-classifier features {math.exp(statistics.fmean(math.log(20.0 + s) for s in range(8))):.3g} "
+        f"vs {math.exp(statistics.fmean(math.log(20.0 + s) for s in range(8))):.3g} (1x, range 1–1) |"
+    )
+    final = FINAL_FID_CELL.replace(" (", ", ")[:-1]  # "0.754x, range 0.5–1.14"
+    assert table[4] == (
+        f"| `fabricated` (2) | `none` | `easy_to_hard` | {E1_FID_CELL}; 1/2; p, secondary {NO_P} | — "
+        f"| 2.00x (range 2.00–2.00); 2/2; Holm p {NO_P} "
+        f"| fid in digits-classifier features {math.sqrt(10 * 25):.3g} vs {math.sqrt(20 * 22):.3g} ({final}) |"
+    )
     with pytest.raises(UserError, match=r"no verdict\.json"):
         summary_table([tmp_path])
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "verdict.json").write_text(json.dumps({"comparisons": []}))  # format 1: no "format"
+    with pytest.raises(UserError, match="earlier format") as refused:
+        summary_table([tmp_path / "a", tmp_path / "old"])
+    assert "\n" not in str(refused.value) and "--report-only" in str(refused.value)
 
 
 def test_compare_summary_prints_the_table_or_one_line_and_exit_code_2(tmp_path, capsys):
@@ -373,49 +529,229 @@ def test_compare_summary_prints_the_table_or_one_line_and_exit_code_2(tmp_path, 
     capsys.readouterr()
     assert main(["compare", "--summary", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("| grid | weighting | method | speed-up (95% CI) |") and len(out) == 3
+    assert out[0].startswith("| grid | weighting | method | E1, sample quality | E2, balanced denoising | L_simple |")
+    assert len(out) == 3
     assert main(["compare", "--summary", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no verdict.json" in err[0]
+    (tmp_path / "a" / "verdict.json").write_text(json.dumps({"comparisons": []}))  # a verdict of format 1
+    assert main(["compare", "--summary", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "earlier format" in err[0]
 
 
-def test_a_censored_pair_says_whose_seed_never_reached_the_target():
-    """A censored baseline flatters the baseline, a censored method the method: the sentence names the side
-    and the seeds (the digits verdict had one baseline seed that never reached the pooled target)."""
-    from diffusion_curriculum.experiments.report.verdict import censoring
-    from diffusion_curriculum.experiments.stats import speedup_to_target
+BASE_FID = [100.0, 50.0, 30.0, 20.0]  # every seed's baseline FID below: its level at step 200 is 50, reached there
+AA = {"name": "none", "label": "uniform_aa", "curriculum": {"sampler_stream": 1}}  # the paired A/A arm
 
-    steps = list(range(20, 1001, 20))
-    reaching = (steps, [1.0 / (1.0 + st / 100) for st in steps])
-    flat = (steps, [1.0] * len(steps))
-    baseline = {0: flat, 1: reaching, 2: reaching, 3: reaching, 4: reaching}
-    method = {0: reaching, 1: reaching, 2: flat, 3: flat, 4: reaching}
-    speed = speedup_to_target(baseline, method, True, budget=1000)
-    assert speed["censored"] == 3
-    assert censoring(speed) == (
-        "the method never reached the target on seeds 2, 3; the baseline never reached the target on seed 0, "
-        "counted at the budget"
+
+def _censored_grid(out: Path) -> None:
+    """Six seeds; easy_to_hard reaches each seed's baseline level on the dense curve and on FID in half the steps
+    (step 100) on seeds 0-3, and never within the budget on seeds 4 and 5 (dense curve at 1 / 2.5 the baseline's
+    step: the level of step 200 at step 500; FID never below 60)."""
+    fid = {("none", s): BASE_FID for s in range(6)}
+    fid |= {("easy_to_hard", s): [50.0, 30.0, 20.0, 15.0] if s < 4 else [100.0, 80.0, 70.0, 60.0] for s in range(6)}
+    _fabricate(out, fid, scale={("easy_to_hard", s): 2.5 for s in (4, 5)})
+
+
+def test_a_method_censored_on_some_seeds_is_a_bound_with_the_sign_test(tmp_path):
+    """Censored runs count at the budget and make the speed-up a bound: "< ...x (bound)", no interval, no t-test
+    but the sign test on who reached the target first; the sentence says the method never reached it, not that it
+    reaches it."""
+    _censored_grid(tmp_path)
+    text = write_report(tmp_path)[0].read_text()
+    # per pair: 200 / 100 on seeds 0-3, 200 / 400 (the budget) on 4 and 5: exp((4 log 2 - 2 log 2) / 6) = 2^(1/3);
+    # the sign test on 4 pairs first against 2: 2 P(X >= 4 | 6, 1/2) = 2 (15 + 6 + 1) / 64; Holm over 1 p-value
+    bound, p = f"< {2 ** (1 / 3):.2f}x (bound)", f"{2 * (15 + 6 + 1) / 64:.3g}"
+    row = next(line for line in text.splitlines() if line.startswith("| `easy_to_hard` | <"))
+    cells = f"{bound} | 4/6, 2 censored | {p} (sign test)"  # L_simple (primary, Holm p) and E1 (secondary)
+    assert row.startswith(f"| `easy_to_hard` | {cells} | {cells} |")
+    assert "(t)" not in row and "range" not in row.split(" | ")[1]  # neither a t-test nor an interval or range
+    # FID at the budget, per seed 15 / 20 (seeds 0-3) and 60 / 20: geometric mean (0.75^4 3^2)^(1/6)
+    assert row.split(" | ")[-1].startswith(f"{(0.75**4 * 3**2) ** (1 / 6):.3g}x (")
+    record = json.loads((tmp_path / "verdict.json").read_text())["comparisons"][0]["endpoints"]["loss"]
+    assert (record["kind"], record["ci"], record["test"], record["censored_method"]) == ("upper_bound", None, "sign", 2)
+    assert record["p"] == pytest.approx(22 / 32)
+    detail = next(line for line in text.splitlines() if line.startswith("- `easy_to_hard`: "))
+    assert "reaches" not in detail and "paired t-test" not in detail and detail.count("never reached") == 2
+    assert (
+        f"on {LOSS}, the method never reached the baseline's 50%-budget {LOSS} level within the budget on 2 of 6 "
+        f"pairs: speed-up {bound[:-8]}, a bound (those runs counted at the budget), with no interval; the method was "
+        f"first on 4 and the baseline on 2 pairs (primary, sign test on who reached it first, Holm p {p})"
+    ) in detail
+    assert f"- `easy_to_hard` (the paper's curriculum): {LOSS} {bound}, not shown (Holm p {p})." in text
+
+
+def test_a_pair_where_neither_run_reached_the_target_is_dropped_and_counted(tmp_path):
+    """A baseline run whose dense curve has no value at the target step (it diverged) gives its pair no target:
+    neither run reached it, the pair is dropped from that endpoint and counted, and the others make the estimate."""
+    fid = {(m, s): BASE_FID for m in ("none", "easy_to_hard") for s in range(6)}
+    _fabricate(tmp_path, fid, scale=SPREAD)
+    path = tmp_path / "runs" / "none-none-s5" / "probe.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    _write_jsonl(path, [r | ({"heldout_loss": float("nan")} if r["step"] >= 160 else {}) for r in records])
+    text = write_report(tmp_path)[0].read_text()
+    logs = SPREAD_LOGS[:5]  # seeds 0-4: steps 80, 100, 120, 80, 100 against 200
+    record = json.loads((tmp_path / "verdict.json").read_text())["comparisons"][0]["endpoints"]
+    loss = record["loss"]
+    assert (loss["kind"], loss["n"], loss["dropped"], loss["censored_method"], loss["censored_baseline"]) == (
+        "estimate",
+        5,
+        1,
+        0,
+        0,
     )
-    only_baseline = speedup_to_target(baseline, {s: reaching for s in range(5)}, True, budget=1000)
-    assert censoring(only_baseline) == "the baseline never reached the target on seed 0, counted at the budget"
+    assert loss["speedup"] == pytest.approx(math.exp(statistics.fmean(logs))) and loss["p"] == pytest.approx(_t_p(logs))
+    assert record["e1"]["n"] == 6 and record["e1"]["dropped"] == 0  # its FIDs are whole: E1 keeps the pair
+    low, high = loss["ci"]
+    assert (
+        f"| `easy_to_hard` | {loss['speedup']:.2f}x ({low:.2f}–{high:.2f}) | 5/5, 1 dropped (neither reached) | "
+        f"{_t_p(logs):.3g} (t) |"
+    ) in text
+    assert "first on 5/5 pairs); 1 pair(s) where neither run reached it left out (primary" in text
+
+
+def test_the_paired_aa_arm_is_labelled_and_sets_the_detectable_speed_up(tmp_path):
+    """A method defined in grid_config.methods as the baseline with another timestep stream is the paired A/A arm:
+    labelled so in the table, the sentences (last) and the summary; the smallest detectable speed-up comes from its
+    paired spread, at Holm's first-step alpha."""
+    from diffusion_curriculum.experiments.report import summary_table
+    from diffusion_curriculum.experiments.stats import detectable_speedup
+
+    fid = {(m, s): BASE_FID for m in ("none", "easy_to_hard") for s in range(8)}
+    # the A/A arm's FID: seeds 1 and 5 cross 50 a little early, seeds 2 and 6 a little late, the others as the baseline
+    early, late = [100.0, 45.0, 30.0, 20.0], [100.0, 55.0, 45.0, 20.0]
+    fid |= {("uniform_aa", s): {1: early, 2: late}.get(s % 4, BASE_FID) for s in range(8)}
+    aa_scale = {("uniform_aa", s): (0.9, 1.1)[s % 2] for s in range(8)}  # the dense curve's level at step 180 or 220
+    _fabricate(tmp_path, fid, scale=SPREAD | aa_scale, grid_config={"methods": ["none", "easy_to_hard", AA]})
+    text = write_report(tmp_path)[0].read_text()
+    record = json.loads((tmp_path / "verdict.json").read_text())
+    rows = {c["method"]: c for c in record["comparisons"]}
+    assert rows["uniform_aa"]["paired_aa"] and not rows["easy_to_hard"]["paired_aa"]
+    assert record["holm_family"] == 2  # the primary endpoint of both comparisons: alpha 0.05 / 2 at the first step
+    aa_loss = [math.log(200 / (200 * aa_scale["uniform_aa", s])) for s in range(8)]
+    e1 = {
+        1: math.log(200 / _crossing(100, 200, 100.0, 45.0, 50.0)),
+        2: math.log(200 / _crossing(200, 300, 55.0, 45.0, 50.0)),
+    }
+    aa_e1 = [e1.get(s % 4, 0.0) for s in range(8)]
+    assert rows["uniform_aa"]["endpoints"]["loss"]["speedup"] == pytest.approx(math.exp(statistics.fmean(aa_loss)))
+    assert rows["uniform_aa"]["endpoints"]["e1"]["speedup"] == pytest.approx(math.exp(statistics.fmean(aa_e1)))
+    row = next(line for line in text.splitlines() if line.startswith("| `uniform_aa` (paired A/A) |"))
+    assert f"| {math.exp(statistics.fmean(aa_loss)):.2f}x (" in row and "| 4/8 |" in row and "| 2/8 |" in row
+    bullets = [line for line in text.splitlines() if line.startswith("- `")]
+    assert bullets[1].startswith(f"- `uniform_aa` (the paired A/A arm): {LOSS} ")  # the plain sentences: A/A last
+    detail = next(line for line in bullets if line.startswith("- `uniform_aa` (the paired A/A arm: "))
+    covered = all(c[0] <= 1 <= c[1] for c in (rows["uniform_aa"]["endpoints"][e]["ci"] for e in ("loss", "e1")))
+    assert covered and "Its intervals cover 1x on all 2 endpoints with one, as an A/A check must" in detail
+    found = [detectable_speedup(statistics.stdev(logs), 8, 0.05 / 2) for logs in (aa_loss, aa_e1)]
+    assert (
+        f"at Holm's first-step α = 0.025, 80% power, from the spread of paired log ratios): {found[0]:.2f}x on {LOSS}, "
+        f"{found[1]:.2f}x on E1, sample quality, from the paired A/A arm."
+    ) in text
+    assert record["detectable_from"] == {"none": "the paired A/A arm"}
+    assert (
+        summary_table([tmp_path])
+        .splitlines()[3]
+        .startswith("| `fabricated` (8) | `none` | `uniform_aa` (paired A/A) |")
+    )
+
+
+def test_primary_endpoints_come_from_the_preset_and_set_the_holm_family(tmp_path):
+    """grid_config.verdict.primary = [e1, e2] with per-cluster probe vectors: E1 and E2 are primary (Holm p, a family
+    of 2 endpoints x 1 comparison), L_simple secondary with an unadjusted p."""
+    fid = {("none", s): BASE_FID for s in range(8)}
+    fid |= {("easy_to_hard", s): [50.0, 30.0, 20.0, 15.0] if s < 5 else BASE_FID for s in range(8)}
+    _fabricate(tmp_path, fid, scale=SPREAD, probe_vectors=True, grid_config={"verdict": {"primary": ["e1", "e2"]}})
+    text = write_report(tmp_path)[0].read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| method | E1"))
+    assert header.startswith(
+        "| method | E1, sample quality (primary): speed-up to the baseline's 50%-budget level | first / pairs | Holm p "
+        "| E2, balanced denoising (primary): speed-up to the baseline's 50%-budget level | first / pairs | Holm p "
+        f"| {LOSS} (secondary): speed-up to the baseline's 50%-budget level | first / pairs | p (unadjusted) |"
+    )
+    record = json.loads((tmp_path / "verdict.json").read_text())
+    assert record["primary"] == ["e1", "e2"] and list(record["endpoints"]) == ["e1", "e2", "loss"]
+    assert (
+        record["holm_family"] == 2 and "Holm's correction over 2 primary p-values (its first step at α = 0.025)" in text
+    )
+    # E1: seeds 0-4 reach 50 at the first evaluation (step 100), seeds 5-7 are the baseline: 2x or 1x per pair
+    # E2: every cluster's probe curve is the dense curve times (k + 1), so S(s) = log(dense(s) / dense_baseline(200))
+    # and E2 reaches 0 where the dense curve reaches its level: the SPREAD pairs, as L_simple
+    e1_logs, e2_logs = [math.log(2.0)] * 5 + [0.0] * 3, SPREAD_LOGS
+    p1, p2 = _t_p(e1_logs), _t_p(e2_logs)
+    holm = sorted([2 * min(p1, p2), max(2 * min(p1, p2), max(p1, p2))])  # Holm over two, monotone
+    ends = record["comparisons"][0]["endpoints"]
+    assert ends["e1"]["speedup"] == pytest.approx(2 ** (5 / 8)) and ends["e2"]["speedup"] == pytest.approx(
+        SPREAD_SPEEDUP
+    )
+    assert sorted([ends["e1"]["p"], ends["e2"]["p"]]) == pytest.approx(holm)
+    assert ends["e2"]["p"] == pytest.approx(2 * p2) and ends["e1"]["p"] == pytest.approx(p1)  # p2 < p1
+    assert ends["loss"]["p"] == pytest.approx(p2) and not ends["loss"]["primary"]  # the same pairs, unadjusted
+    row = next(line for line in text.splitlines() if line.startswith("| `easy_to_hard` |"))
+    assert (
+        f"| 5/8 | {p1:.3g} (t) |" in row and f"| 8/8 | {2 * p2:.3g} (t) |" in row and f"| 8/8 | {p2:.3g} (t) |" in row
+    )
+    sentence = next(line for line in text.splitlines() if line.startswith("- `easy_to_hard` (the paper's curriculum)"))
+    assert (
+        f": E1, sample quality {2 ** (5 / 8):.2f}x (" in sentence
+        and f"; E2, balanced denoising {SPREAD_SPEEDUP:.2f}x (" in sentence
+    )
+    assert LOSS not in sentence  # a secondary endpoint stays out of the plain sentence
+    assert (tmp_path / "figures" / "balanced.png").is_file()
+
+
+def test_an_aa_arm_without_an_interval_is_not_said_to_miss_1x(tmp_path):
+    """Two seeds of an A/A arm identical to the baseline (1.00x on every pair): no interval exists, so none can
+    miss 1x; the report must not say that the instrument is off."""
+    fid = {**FID, ("uniform_aa", 0): FID["none", 0], ("uniform_aa", 1): FID["none", 1]}
+    _fabricate(tmp_path, fid, grid_config={"methods": ["none", "easy_to_hard", AA]})
+    text = write_report(tmp_path)[0].read_text()
+    assert "| `uniform_aa` (paired A/A) | 1.00x (range 1.00–1.00) | 0/2 |" in text
+    assert "an A/A interval that misses 1x says the instrument, not a method, is off" not in text
+
+
+def test_a_bound_is_not_called_slower_on_a_sign_test_that_favours_the_method():
+    """Nine pairs where the method reaches the target at 190 steps against 200, one where it never does (counted at
+    the budget, 400, against the baseline's 100): an upper bound exp((9 log(200/190) + log(100/400)) / 10) = 0.91x,
+    and the sign test on 9 pairs first against 1, p = 2 x 11 / 1024 = 0.0215, significant in the method's favour.
+    A test that favours the method cannot show it slower."""
+    from diffusion_curriculum.experiments.report.verdict import decision
+    from diffusion_curriculum.experiments.stats import speedup_from_pairs
+
+    rows = [{"baseline_steps": 200.0, "steps": 190.0}] * 9 + [{"baseline_steps": 100.0, "steps": None}]
+    r = speedup_from_pairs(rows, 400)
+    assert r["kind"] == "upper_bound" and r["speedup"] == pytest.approx(
+        math.exp((9 * math.log(200 / 190) + math.log(1 / 4)) / 10)
+    )
+    assert (r["faster"], r["slower"], r["test"]) == (9, 1, "sign") and r["p"] == pytest.approx(22 / 1024)
+    assert decision(r, r["p"]) == "not shown"
+
+
+def test_the_sentences_range_says_what_it_is_a_range_of(tmp_path):
+    _fabricate(tmp_path, FID)
+    text = write_report(tmp_path)[0].read_text()
+    speedups = f"the 2 pairs' speed-ups range {E1_FID[1]:.2f}–{E1_FID[0]:.2f}x"  # 0.89–1.57, holding 1.19
+    assert f"speed-up {E1_FID_SPEEDUP:.2f}x, no interval below 5 pairs" in text and speedups in text
 
 
 def test_compare_summary_plot_draws_every_interval_and_refuses_bad_paths(tmp_path, capsys):
     from diffusion_curriculum.cli import main
     from diffusion_curriculum.experiments.report import plot_summary
 
-    fid = {(m, s): [100.0 - s, 50.0, 30.0, 20.0 + s] for m in ("none", "easy_to_hard") for s in range(8)}
-    _fabricate(tmp_path / "a", fid, weightings=("none", "min_snr"))
+    _fabricate(tmp_path / "a", FID8, weightings=("none", "min_snr"), scale=SPREAD)
     _fabricate(tmp_path / "few", FID)  # too few seeds for an interval
-    for grid in ("a", "few"):
+    _censored_grid(tmp_path / "censored")  # a bound: drawn as a triangle, with no interval
+    for grid in ("a", "few", "censored"):
         write_report(tmp_path / grid)
     record = json.loads((tmp_path / "a" / "verdict.json").read_text())
-    rows = plot_summary([tmp_path / "few", tmp_path / "a"], tmp_path / "forest.png")
-    expected = [(c["speedup"], *c["speedup_ci"]) for c in record["comparisons"]]
-    assert len(rows) == len(expected) == 2 and [r[1:] for r in rows] == [pytest.approx(e) for e in expected]
+    rows = plot_summary([tmp_path / "few", tmp_path / "a", tmp_path / "censored"], tmp_path / "forest.png")
+    expected = [(c["endpoints"]["loss"]["speedup"], *c["endpoints"]["loss"]["ci"]) for c in record["comparisons"]]
+    expected.append((2 ** (1 / 3),) * 3)  # the censored grid's bound, < 2^(1/3): low == high == the bound
+    assert len(rows) == len(expected) == 3 and [r[1:] for r in rows] == [pytest.approx(e) for e in expected]
     assert all(r[2] <= r[1] <= r[3] for r in rows)
     assert [r[0] for r in rows] == [
-        f"{record['name']} (8)  {c['weighting']}  {c['method']}" for c in record["comparisons"]
+        *(f"{record['name']} (8)  {c['weighting']}  {c['method']}  L_simple" for c in record["comparisons"]),
+        "fabricated (6)  easy_to_hard  L_simple",
     ]
     with Image.open(tmp_path / "forest.png") as im:
         assert im.size[0] > 400 and im.size[1] > 100

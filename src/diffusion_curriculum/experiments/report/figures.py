@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from ..stats import finite, mean_curve, value_at
+from ..stats import balanced_curve, finite, mean_curve, value_at, vector_at
 from .results import BASELINE, PER_CLUSTER, Grid, against_baseline, cluster_mean, metric_label
 
 __all__ = [
     "STYLE",
+    "plot_balanced",
     "plot_clusters",
     "plot_dense",
     "plot_others",
@@ -113,6 +114,43 @@ def plot_dense(grid: Grid, key: str, label: str, path: Path) -> bool:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best")
+    if any_data:
+        fig.savefig(path)
+    return any_data
+
+
+def plot_balanced(grid: Grid, key: str, target_step: float, path: Path) -> bool:
+    """E2's curve, one panel per weighting: for every run, S(s) = mean over clusters of log(L_k(s) / L*_k)
+    against its own seed's baseline at ``target_step`` (:func:`~..stats.balanced_curve`); seed mean with a
+    min-max band per method, and the target S = 0."""
+    ws = grid.weightings
+    fig = _figure(max(6.5, 5.0 * len(ws)), 4.4)
+    axes = fig.subplots(1, len(ws), squeeze=False)[0]
+    any_data = False
+    for ax, w in zip(axes, ws, strict=True):
+        references = {s: vector_at(r.probe_vectors(key), target_step) for s, r in grid.group(w, BASELINE).items()}
+        for m in grid.methods:
+            curves = {
+                s: balanced_curve(r.probe_vectors(key), references[s])
+                for s, r in grid.group(w, m).items()
+                if references.get(s) is not None
+            }
+            steps, mean, lo, hi = _spread(curves)
+            if not steps:
+                continue
+            any_data = True
+            color = grid.color(m)
+            ax.plot(steps, mean, color=color, lw=2.0 if m == BASELINE else 1.5, label=grid.label(w, m, False))
+            if len(curves) > 1:
+                ax.fill_between(steps, lo, hi, color=color, alpha=0.15, lw=0)
+        ax.axhline(0.0, color="0.35", ls=":", lw=1.2, label="target: S = 0")
+        ax.axvline(target_step, color="0.35", ls="--", lw=0.9)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("S = mean log(L_k / L*_k)" if ax is axes[0] else "")
+        if len(ws) > 1:
+            ax.set_title(f"weighting: {w}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
     if any_data:
         fig.savefig(path)
     return any_data

@@ -84,6 +84,15 @@ class Run:
         steps = [int(r["step"]) for r in self.probes]
         return steps, [float(r[key]) if finite(r.get(key)) else None for r in self.probes]
 
+    def probe_vectors(self, key: str) -> list[tuple[int, list[float]]]:
+        """Steps and per-cluster values (cluster 0 = least noise) of one vector of the held-out probe (E2's
+        input); a non-finite entry is NaN, so that the step is left out where it is read."""
+        return [
+            (int(r["step"]), [float(x) if finite(x) else math.nan for x in r[key]])
+            for r in self.probes
+            if isinstance(r.get(key), list) and r[key]
+        ]
+
     def curve(self, key: str) -> tuple[list[int], list[float | None]]:
         """Steps and values of one scalar metric; lines with non-finite samples count as missing."""
         steps = [int(r["step"]) for r in self.evals]
@@ -315,9 +324,11 @@ def fmt_pm(mean: float | None, std: float | None, fmt: str | None = None) -> str
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
-def fmt_p(p: float | None) -> str:
-    """A p-value, or a dash when the test is undefined."""
-    return "—" if p is None else f"{p:.3g}"
+def fmt_p(p: float | None, reason: str | None = None) -> str:
+    """A p-value to 3 significant digits; where there is none, why (``reason``), else a dash."""
+    if p is None:
+        return f"no p-value: {reason}" if reason else "—"
+    return f"{p:.3g}"
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -14,7 +14,7 @@ import yaml
 
 from ..stats import MIN_SEEDS_FOR_P
 from .document import Block, BulletList, Code, Heading, Image, ImageRow, Para, Table
-from .figures import STYLE, plot_clusters, plot_dense, plot_others, plot_primary, plot_ratio, plot_shares
+from .figures import STYLE, plot_balanced, plot_clusters, plot_dense, plot_others, plot_primary, plot_ratio, plot_shares
 from .results import (
     BASELINE,
     PER_CLUSTER,
@@ -28,77 +28,41 @@ from .results import (
     metric_label,
 )
 from .tables import curriculum_table, other_table, primary_table, ratio_table, stage_cause_table, verdict_table
-from .verdict import Verdict, sentence, verdict
+from .verdict import Verdict, decision, per_cluster_key, sentence, speed_cell, verdict
 
 __all__ = ["build_document", "plain_sentences"]
 
 PAPER = "easy_to_hard"  # the paper's curriculum: always the first method named
 
 
-def _significance(tests: list[tuple[str, float | None, int]]) -> str:
-    """Whether each named difference is significant (Holm-corrected paired Wilcoxon p < 0.05), in words."""
-    if not tests:
-        return ""
-    if min(n for _, _, n in tests) < MIN_SEEDS_FOR_P:
-        return f"too few paired seeds for a p-value (fewer than {MIN_SEEDS_FOR_P})"
-    ps = " and ".join(fmt_p(p) for _, p, _ in tests)
-    significant = [what for what, p, _ in tests if p is not None and p < 0.05]
-    if len(tests) == 1:
-        verdict_ = "significant" if significant else "not significant"
-    elif len(significant) == len(tests):
-        verdict_ = "both differences are significant"
-    elif significant:
-        verdict_ = f"only the {significant[0]} difference is significant"
-    else:
-        verdict_ = "neither difference is significant"
-    return f"{verdict_} after Holm's correction (paired Wilcoxon p {ps})"
-
-
 def plain_sentences(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[str]:
     """One sentence per method against its weighting's uniform baseline, in plain words, the paper's curriculum
-    (``easy_to_hard``) first: how much better or worse its sample metric ended, how many of the baseline's steps
-    it needed to reach the baseline's target on the dense curve, and whether those differences are significant."""
-    name = grid.metric_name(grid.metric)
-    by_cell = {(c.weighting, c.method): c for c in cells}
-    compared = {(c.weighting, c.method): c for c in (v.comparisons if v else [])}
+    (``easy_to_hard``) first: on each primary endpoint, its speed-up (or bound) and whether it was shown faster,
+    slower or neither (Holm-adjusted p below 0.05 and the interval on one side of 1x); the A/A arm last."""
+    if v is None:
+        return []
     order = sorted(
-        (c for c in cells if c.method != BASELINE and (c.weighting, BASELINE) in by_cell),
-        key=lambda c: (c.method != PAPER, grid.weightings.index(c.weighting), grid.methods.index(c.method)),
+        v.comparisons,
+        key=lambda c: (
+            c.paired_aa,
+            c.method != PAPER,
+            grid.weightings.index(c.weighting),
+            grid.methods.index(c.method),
+        ),
     )
     out = []
-    for cell in order:
-        comparison = compared.get((cell.weighting, cell.method))
-        final = comparison.final if comparison and comparison.final and comparison.final["diff"] is not None else None
-        if final is not None:
-            mine, base, at = final["method_mean"], final["baseline_mean"], f"step {v.budget}"
-        else:
-            mine, base, at = cell.final[0], by_cell[(cell.weighting, BASELINE)].final[0], "the end"
-        label = f"`{cell.method}`" + (" (the paper's curriculum)" if cell.method == PAPER else "")
-        text = (f"With `{cell.weighting}`, " if len(grid.weightings) > 1 else "") + label
-        if mine is None or base is None:
-            text += f" has no final {name} to compare with the baseline's"
-        else:
-            change = abs(mine - base) / abs(base) if base else None
-            if change is not None and change < 0.005:
-                text += " ended level with the uniform baseline"
-            else:
-                better = (mine < base) == grid.lower
-                amount = f"{change:.0%} " if change is not None else ""
-                text += f" ended {amount}{'better' if better else 'worse'} than the uniform baseline"
-            text += f" ({name} {fmt_num(mine)} against {fmt_num(base)} at {at})"
-        tests = []
-        if final is not None:
-            tests.append((name, comparison.holm.get("final_w"), final["n"]))
-        speed = comparison.speed if comparison else None
-        if speed and speed["speedup"] is not None:
-            ratio = 1 / speed["speedup"]
-            text += (
-                f" and needed {'only ' if ratio < 1 else ''}{ratio:.2f}x the baseline's steps to reach the baseline's "
-                f"{v.target_fraction:.0%}-budget {v.name}"
-            )
-            tests.append(("speed", comparison.holm.get("speed_w"), speed["n"]))
-        significance = _significance(tests)
-        out.append(text + (f"; {significance}" if significance else "") + ".")
+    for c in order:
+        label = f"`{c.method}`" + (" (the paper's curriculum)" if c.method == PAPER else "")
+        label += " (the paired A/A arm)" if c.paired_aa else ""
+        text = (f"With `{c.weighting}`, " if len(grid.weightings) > 1 else "") + label + ": "
+        parts = []
+        for e in v.primary:
+            r = c.endpoints[e]
+            outcome = decision(r, c.holm.get(e))
+            p = c.holm.get(e)
+            tested = f"Holm p {fmt_p(p)}" if p is not None else fmt_p(None, r["p_reason"])
+            parts.append(f"{v.names[e]} {speed_cell(r)}, {outcome} ({tested})")
+        out.append(text + "; ".join(parts) + ".")
     return out
 
 
@@ -124,31 +88,34 @@ def _summary(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[Block]:
             )
         )
     else:
-
-        def named(cs: list) -> str:
-            return ", ".join(
-                f"`{c.method}` ({c.speed['speedup']:.2f}x{'' if len(weightings) == 1 else ', ' + c.weighting})"
-                for c in cs
+        primary = ", ".join(v.names[e] for e in v.primary)
+        shown = [
+            f"`{c.method}` {decision(c.endpoints[e], c.holm.get(e))} on {v.names[e]}"
+            for c in v.comparisons
+            for e in v.primary
+            if decision(c.endpoints[e], c.holm.get(e)) != "not shown"
+        ]
+        lead = (
+            f"Primary endpoints, fixed in the preset before any run: {primary}; one test each (the paired t-test on "
+            "log steps, or the sign test where seeds were censored), "
+            + (
+                f"Holm's correction over {v.family} primary p-values (its first step at α = {v.alpha:.2g}). "
+                if v.family
+                else f"but no primary p-value (fewer than {MIN_SEEDS_FOR_P} pairs, or no spread). "
             )
-
-        if min(c.speed["n"] for c in v.comparisons) < MIN_SEEDS_FOR_P:
-            lead = f"No method's speed-up can be called significant: fewer than {MIN_SEEDS_FOR_P} paired seeds."
-        else:
-            by_w = [c for c in v.comparisons if (c.holm.get("speed_w") or 1.0) < 0.05]
-            by_t = [c for c in v.comparisons if (c.holm.get("speed_t") or 1.0) < 0.05]
-            lead = (
-                f"Speed-ups significant after Holm's correction (p < 0.05) by the Wilcoxon test: {named(by_w)}."
-                if by_w
-                else "No method's speed-up is significant after Holm's correction (p < 0.05) by the Wilcoxon test"
-                + f" (with {v.comparisons[0].speed['n']} pairs and {v.family} hypotheses its smallest possible "
-                f"corrected p is {min(1.0, v.family * 2.0 ** (1 - v.comparisons[0].speed['n'])):.3g})."
-            )
-            lead += f" By the paired t-test on log steps: {named(by_t)}." if by_t else " Nor by the paired t-test."
+        )
+        lead += (
+            "Shown after the correction: " + "; ".join(shown) + "."
+            if shown
+            else "No method was shown faster or slower than uniform sampling on a primary endpoint after the "
+            "correction."
+        )
         blocks.append(Para(lead))
         order = sorted(
             v.comparisons,
             key=lambda c: (
-                c.method != "easy_to_hard",
+                c.paired_aa,
+                c.method != PAPER,
                 weightings.index(c.weighting) if c.weighting in weightings else 0,
             ),
         )
@@ -157,16 +124,17 @@ def _summary(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[Block]:
             for c in order
         ]
         blocks.append(BulletList(items))
-        mds = [
-            f"{d:.2f}x" + (f" (`{w}`)" if len(v.min_detectable) > 1 else "")
-            for w, d in v.min_detectable.items()
-            if d is not None
-        ]
-        if mds:
+        detectable = []
+        for w, by_endpoint in v.detectable.items():
+            found = [f"{d:.2f}x on {v.names[e]}" for e, d in by_endpoint.items() if d is not None]
+            if found:
+                where = f" (`{w}`)" if len(v.detectable) > 1 else ""
+                detectable.append(f"{', '.join(found)}{where}, from {v.detectable_from[w]}")
+        if detectable:
             blocks.append(
                 Para(
-                    "The smallest speed-up this grid could detect (paired t-test on log steps, α = 0.05, 80% power, "
-                    f"from the baseline seeds' spread of steps to the target): {', '.join(mds)}."
+                    "The smallest speed-up this grid could detect (paired t-test on log steps at Holm's first-step "
+                    f"α = {v.alpha:.2g}, 80% power, from the spread of paired log ratios): {'; '.join(detectable)}."
                 )
             )
     blocks.append(
@@ -371,6 +339,49 @@ def _provenance(grid: Grid) -> list[Block]:
     return blocks
 
 
+def _endpoint_sections(grid: Grid, v: Verdict, figures: Path) -> list[Block]:
+    """The speed-ups: how each endpoint is read, its curves, and the table."""
+    blocks: list[Block] = [Heading(2, "Speed-up on each endpoint")]
+    pct = f"{v.target_fraction:.0%}"
+    blocks.append(
+        Para(
+            f"Each pair of runs of the same seed has its own target: the baseline run's level at {pct} of the budget "
+            f"(step {v.target_step:.0f}). E1 reads it off the sample metric ({grid.metric_name(grid.metric)}, "
+            "log-log interpolation between evaluations); E2 off S(s), the mean over clusters of log(L_k(s) / L*_k), "
+            "L*_k the baseline's per-cluster loss at that step, so that every noise level counts equally in "
+            "relative terms (on images the per-cluster loss includes its irreducible part, which pulls S towards "
+            "0: E2 is then a conservative measure); L_simple off the dense curve, whose uniform average over "
+            "timesteps weights the least noisy ones most. Per pair, steps to the target are the first step at which "
+            "the running best reaches it (log scale in the step). A pair where neither run reached it is dropped "
+            "and counted; where one side never did, its steps are known only to exceed the budget, so the method's "
+            "speed-up is a bound, with no interval and the sign test on who reached it first instead of the t-test. "
+            "Otherwise: the geometric mean of baseline steps ÷ method steps with a 95% bootstrap-t interval (from "
+            f"{MIN_SEEDS_FOR_P} pairs; below that the pairs' range) and the paired t-test on log steps."
+        )
+    )
+    if "loss" in v.endpoints and plot_dense(grid, grid.dense_key, v.names["loss"], figures / "dense.png"):
+        blocks.append(
+            Image(
+                figures / "dense.png",
+                f"{v.names['loss']} of the EMA model on fixed held-out draws, every "
+                f"{grid.info.get('dense_every', '?')} steps: line = mean over seeds, band = min–max. Dotted: the "
+                f"baseline's seed mean at {pct} of the budget (dashed).",
+            )
+        )
+    key = per_cluster_key(grid)
+    if "e2" in v.endpoints and key and plot_balanced(grid, key, v.target_step, figures / "balanced.png"):
+        blocks.append(
+            Image(
+                figures / "balanced.png",
+                f"E2's S(s) = mean over clusters of log(L_k(s) / L*_k) ({key}), each run against its own seed's "
+                f"baseline at step {v.target_step:.0f}: line = mean over seeds, band = min–max; a run reaches the "
+                "target where S crosses 0.",
+            )
+        )
+    blocks.append(verdict_table(grid, v))
+    return blocks
+
+
 def build_document(grid: Grid, figures: Path) -> list[Block]:
     """Every section of the report, drawing its figures into ``figures``."""
     import matplotlib
@@ -382,30 +393,7 @@ def build_document(grid: Grid, figures: Path) -> list[Block]:
     blocks += _summary(grid, cells, v)
     with matplotlib.rc_context(STYLE):
         if v is not None:
-            blocks.append(Heading(2, f"Speed-up: the dense {v.name} curve"))
-            if plot_dense(grid, v.key, v.name, figures / "dense.png"):
-                blocks.append(
-                    Image(
-                        figures / "dense.png",
-                        f"{v.name} of the EMA model (the one each run exports) on fixed held-out draws, "
-                        f"every {grid.info.get('dense_every', '?')} steps: line = mean over seeds, band = min–max. "
-                        f"Dotted: the target, the baseline's seed mean at {v.target_fraction:.0%} of the budget "
-                        "(dashed).",
-                    )
-                )
-            blocks += [
-                Para(
-                    "Per seed, steps to the target are the first step at which the running best of the curve "
-                    "reaches it, interpolated between evaluations (linear in the value, log scale in the step); a "
-                    "seed that never reaches it is censored and counted at the budget (a bound in its favour). "
-                    "Speed-up = baseline steps ÷ method steps over pairs of seeds; the table gives their geometric "
-                    "mean with a 95% bootstrap-t interval over pairs. The Δ columns are method − baseline of "
-                    f"{metric} at equal steps. p-values: paired Wilcoxon signed-rank and t-test (on log steps for the "
-                    "speed-up), Holm-corrected over every p-value of the grid, none below "
-                    f"{MIN_SEEDS_FOR_P} pairs."
-                ),
-                verdict_table(grid, v),
-            ]
+            blocks += _endpoint_sections(grid, v, figures)
         blocks.append(Heading(2, f"Primary metric: {grid.metric_name(metric)}"))
         if plot_primary(grid, figures / "primary.png"):
             blocks.append(

@@ -8,23 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
-from ..stats import MIN_SEEDS_FOR_P
+from .results import fmt_p
+from .verdict import VERDICT_FORMAT, fmt_ci, pairs_cell, speed_cell
 
 __all__ = ["plot_summary", "summary_table"]
-
-
-def _ci(ci: list[float] | None, fmt: str) -> str:
-    return "—" if ci is None else f"{fmt.format(ci[0])}–{fmt.format(ci[1])}"
-
-
-def _p(holm: dict[str, Any], part: str, n: int) -> str:
-    if n < MIN_SEEDS_FOR_P:
-        return f"none ({n} seeds)"
-
-    def one(p: float | None) -> str:
-        return "—" if p is None else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
-
-    return f"{one(holm.get(part + '_w'))}; {one(holm.get(part + '_t'))}"
 
 
 def _read(folder: Path) -> dict[str, Any]:
@@ -37,6 +24,11 @@ def _read(folder: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a verdict written by compare ({exc})") from None
     if not isinstance(record, dict) or not isinstance(record.get("comparisons"), list):
         raise UserError(f"{path}: not a verdict written by compare")
+    if record.get("format") != VERDICT_FORMAT:
+        raise UserError(
+            f"{path}: a verdict of an earlier format (one endpoint); `diffusion-curriculum compare --config "
+            f"{folder / 'grid.yaml'} --out {folder} --report-only` writes it again from the runs"
+        )
     return record
 
 
@@ -44,74 +36,88 @@ def _verdicts(folders: list[Path]) -> list[dict[str, Any]]:
     return [_read(Path(folder)) for folder in folders]
 
 
+ENDPOINT_COLUMNS = ("e1", "e2", "loss")
+
+
+def _endpoint_cell(e: dict[str, Any] | None) -> str:
+    """One endpoint of one comparison: the speed-up (estimate with interval, or bound), pairs the method
+    reached the target first, and the p-value (Holm-adjusted for a primary endpoint, marked)."""
+    if e is None:
+        return "—"
+    p = fmt_p(e["p"], e["p_reason"] if e["p"] is None else None)
+    role = "Holm p" if e["primary"] else "p, secondary"
+    return f"{speed_cell(e)}; {pairs_cell(e)}; {role} {p}"
+
+
 def summary_table(folders: list[Path]) -> str:
-    """A Markdown table, one row per (grid, weighting, method) against that weighting's uniform baseline:
-    the speed-up to the baseline's target quality with its 95% interval, seeds faster, the sample metric's
-    difference at the end of the budget with its interval, and Holm-corrected p-values (Wilcoxon; t)."""
-    header = [
-        "grid",
-        "weighting",
-        "method",
-        "speed-up (95% CI)",
-        "faster / pairs",
-        "Holm p, speed-up (Wilcoxon; t)",
-        "metric at the budget: method vs uniform (Δ 95% CI)",
-        "Holm p, metric (Wilcoxon; t)",
-    ]
+    """A Markdown table, one row per (grid, weighting, method) against that weighting's uniform baseline: on
+    E1 (sample quality), E2 (balanced denoising) and L_simple, the speed-up to the same seed's baseline level
+    at the target step (an estimate with its 95% interval, or a bound), pairs where the method got there
+    first, and the p-value (Holm-adjusted on the grid's primary endpoints); the sample metric at the budget as
+    a ratio to the baseline's."""
+    header = ["grid", "weighting", "method", "E1, sample quality", "E2, balanced denoising", "L_simple"]
+    header.append("sample metric at the budget: method / uniform (95% CI)")
     rows = [header, ["---"] * len(header)]
     for v in _verdicts(folders):
         for c in v["comparisons"]:
-            speed = "—" if c["speedup"] is None else f"{c['speedup']:.2f}x ({_ci(c['speedup_ci'], '{:.2f}')})"
             f = c.get("final") or {}
-            if f.get("diff") is None:
+            if f.get("effect") is None:
                 final = "—"
             else:
-                final = (
-                    f"{v['metric_name']} {f['method_mean']:.3g} vs {f['baseline_mean']:.3g} "
-                    f"({f['diff']:+.3g}, {_ci(f['ci'], '{:.3g}')})"
-                )
-            rows.append(
-                [
-                    f"`{v['name']}` ({c['pairs']})",
-                    f"`{c['weighting']}`",
-                    f"`{c['method']}`",
-                    speed,
-                    f"{c['faster']}/{c['pairs']}" + (f", {c['censored']} censored" if c["censored"] else ""),
-                    _p(c["holm"], "speed", c["pairs"]),
-                    final,
-                    _p(c["holm"], "final", f.get("n", 0)),
-                ]
-            )
+                both = f"{v['metric_name']} {f['method_mean']:.3g} vs {f['baseline_mean']:.3g}"
+                if f["scale"] == "log":
+                    spread = fmt_ci(f["ci"], "{:.3g}") if f["ci"] else f"range {fmt_ci(f['range'], '{:.3g}')}"
+                    final = f"{both} ({f['effect']:.3g}x, {spread})"
+                else:
+                    final = f"{both} (Δ {f['effect']:+.3g})"
+            n = max((e["n"] + e["dropped"] for e in c["endpoints"].values()), default=0)
+            label = f"`{c['method']}`" + (" (paired A/A)" if c.get("paired_aa") else "")
+            cells = [_endpoint_cell(c["endpoints"].get(e)) for e in ENDPOINT_COLUMNS]
+            rows.append([f"`{v['name']}` ({n})", f"`{c['weighting']}`", label, *cells, final])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
 
 
 def plot_summary(folders: list[Path], path: Path) -> list[tuple[str, float, float, float]]:
-    """A forest plot of :func:`summary_table`'s speed-ups: one row per (grid, weighting, method) with its 95%
-    interval on a log axis, a line at 1x (as fast as uniform), green where the whole interval is above 1x,
-    red where it is below, grey where it spans 1x. Written to ``path`` (PNG); returns the rows drawn, top to
-    bottom, as (label, speed-up, low, high). Comparisons without a speed-up or interval are left out."""
+    """A forest plot of :func:`summary_table`'s speed-ups on each grid's primary endpoints: one row per (grid,
+    weighting, method, endpoint), an estimate with its 95% interval on a log axis (green where the whole
+    interval is above 1x, red where it is below, grey where it spans 1x), a bound as a triangle pointing the
+    way the true speed-up lies, and a line at 1x. Written to ``path`` (PNG); returns the rows drawn, top to
+    bottom, as (label, speed-up, low, high), low == high for a bound. Results with neither an interval nor a
+    bound (fewer than 5 pairs, undetermined) are left out."""
     import matplotlib
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     from .figures import STYLE, _figure
 
-    rows: list[tuple[str, float, float, float]] = []
+    rows: list[tuple[str, float, float, float]] = []  # (label, speed-up, low, high); low == high for a bound
+    kinds: list[str] = []
     for v in _verdicts(folders):
         multi = len({c["weighting"] for c in v["comparisons"]}) > 1
         for c in v["comparisons"]:
-            if c["speedup"] is None or c["speedup_ci"] is None:
-                continue
-            label = f"{v['name']} ({c['pairs']})  " + (f"{c['weighting']}  " if multi else "") + c["method"]
-            rows.append((label, float(c["speedup"]), float(c["speedup_ci"][0]), float(c["speedup_ci"][1])))
+            for key in v["primary"]:
+                e = c["endpoints"].get(key)
+                if e is None or e["speedup"] is None or (e["kind"] == "estimate" and e["ci"] is None):
+                    continue
+                name = {"e1": "E1", "e2": "E2", "loss": "L_simple"}[key]
+                label = (
+                    f"{v['name']} ({e['n']})  " + (f"{c['weighting']}  " if multi else "") + f"{c['method']}  {name}"
+                )
+                low, high = e["ci"] if e["kind"] == "estimate" else (e["speedup"], e["speedup"])
+                rows.append((label, float(e["speedup"]), float(low), float(high)))
+                kinds.append(e["kind"])
     if not rows:
         raise UserError("no speed-up with an interval in these verdicts: nothing to plot")
     with matplotlib.rc_context(STYLE):
         fig = _figure(7.5, 1.2 + 0.24 * len(rows))
         ax = fig.add_subplot()
-        for i, (_, x, lo, hi) in enumerate(rows):
-            colour = "tab:green" if lo > 1 else "tab:red" if hi < 1 else "0.45"
-            ax.plot([lo, hi], [i, i], color=colour, lw=2, solid_capstyle="butt")
-            ax.plot([x], [i], "o", color=colour, ms=4)
+        for i, ((_, x, lo, hi), kind) in enumerate(zip(rows, kinds, strict=True)):
+            if kind == "estimate":
+                colour = "tab:green" if lo > 1 else "tab:red" if hi < 1 else "0.45"
+                ax.plot([lo, hi], [i, i], color=colour, lw=2, solid_capstyle="butt")
+                ax.plot([x], [i], "o", color=colour, ms=4)
+            else:  # a bound: a triangle pointing the way the true speed-up lies, no interval
+                colour = "tab:red" if kind == "upper_bound" and x < 1 else "tab:green" if x > 1 else "0.45"
+                ax.plot([x], [i], "<" if kind == "upper_bound" else ">", color=colour, ms=7)
         ax.axvline(1.0, color="black", lw=0.8)
         ax.set_xscale("log")
         ticks = [t for t in (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0) if min(r[2] for r in rows) / 1.2 <= t]
@@ -121,7 +127,7 @@ def plot_summary(folders: list[Path], path: Path) -> list[tuple[str, float, floa
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
         ax.set_ylim(len(rows) - 0.5, -0.5)
-        ax.set_xlabel("speed-up against uniform sampling, 95% CI (> 1x: fewer steps)")
+        ax.set_xlabel("speed-up against uniform sampling on the primary endpoints, 95% CI; triangles: bounds")
         ax.grid(axis="x", which="both", alpha=0.3)
         fig.savefig(path)
     return rows

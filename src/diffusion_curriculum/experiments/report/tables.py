@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..stats import MIN_SEEDS_FOR_P, final_value, mean_std
+from ..stats import final_value, mean_std
 from .document import Table
 from .results import BASELINE, Cell, Grid, against_baseline, fmt_num, fmt_p, fmt_pm, metric_label
-from .verdict import Comparison, Verdict, fmt_ci
+from .verdict import Verdict, fmt_ci, pairs_cell, speed_cell
 
 __all__ = [
     "curriculum_table",
@@ -49,42 +49,40 @@ def primary_table(grid: Grid, cells: list[Cell]) -> Table:
 
 
 def verdict_table(grid: Grid, v: Verdict) -> Table:
-    """The answer per method: speed-up to the target with its interval and Holm p, and the sample
-    metric at equal steps (end of budget and target step) with intervals and Holm p."""
+    """The answer per method on every endpoint (primary first): the speed-up to the same seed's baseline
+    level at the target step (an estimate with its 95% interval, or a bound), pairs where the method got there
+    first, and the test's p (Holm-adjusted for a primary endpoint, unadjusted for a secondary one); then the
+    sample metric at the end of the budget as a ratio to the baseline's."""
     multi = len(grid.weightings) > 1
     pct = f"{v.target_fraction:.0%}"
-    header = (
-        ["method"]
-        + (["weighting"] if multi else [])
-        + [
-            f"speed-up to the baseline's {pct}-budget {v.name} (95% CI)",
-            "faster / pairs",
-            "censored",
-            "Holm p (Wilcoxon; t)",
-            f"Δ {grid.metric_name(grid.metric)} at step {v.budget} (95% CI)",
-            "Holm p (Wilcoxon; t)",
-            f"Δ {grid.metric_name(grid.metric)} at step {v.target_fraction * v.budget:.0f} (95% CI)",
-            "Holm p (Wilcoxon; t)",
+    header = ["method"] + (["weighting"] if multi else [])
+    for e in v.endpoints:
+        role = "primary" if e in v.primary else "secondary"
+        header += [
+            f"{v.names[e]} ({role}): speed-up to the baseline's {pct}-budget level",
+            "first / pairs",
+            "Holm p" if e in v.primary else "p (unadjusted)",
         ]
-    )
+    header.append(f"{grid.metric_name(grid.metric)} at step {v.budget}: method / baseline (95% CI)")
     rows = []
     for c in v.comparisons:
-        s, n = c.speed, c.speed["n"]
-        speed = "—" if s["speedup"] is None else f"{s['speedup']:.2f}x ({fmt_ci(s['ci'])})"
-        row = [f"`{c.method}`"] + ([f"`{c.weighting}`"] if multi else [])
-        row += [speed, f"{s['faster']}/{n}", str(s["censored"]), _holm_pair(c, "speed", n)]
-        for part in ("final", "mid"):
-            m = getattr(c, part)
-            row.append("—" if m is None or m["diff"] is None else f"{fmt_num(m['diff'])} ({fmt_ci(m['ci'], '{:.3g}')})")
-            row.append(_holm_pair(c, part, 0 if m is None else m["n"]))
+        label = f"`{c.method}`" + (" (paired A/A)" if c.paired_aa else "")
+        row = [label] + ([f"`{c.weighting}`"] if multi else [])
+        for e in v.endpoints:
+            r = c.endpoints[e]
+            p = c.holm.get(e) if e in v.primary else r["p"]
+            test = {"t": " (t)", "sign": " (sign test)"}.get(r["test"] or "", "") if p is not None else ""
+            row += [speed_cell(r), pairs_cell(r), fmt_p(p, r["p_reason"]) + test]
+        f = c.final
+        if f is None or f["effect"] is None:
+            row.append("—")
+        elif f["scale"] == "log":
+            spread = fmt_ci(f["ci"], "{:.3g}") if f["ci"] else f"range {fmt_ci(f['range'], '{:.3g}')}"
+            row.append(f"{f['effect']:.3g}x ({spread})")
+        else:
+            row.append(f"Δ {fmt_num(f['effect'])}")
         rows.append(row)
     return Table(header, rows)
-
-
-def _holm_pair(c: Comparison, part: str, n: int) -> str:
-    if n < MIN_SEEDS_FOR_P:
-        return f"too few seeds ({n})"
-    return f"{fmt_p(c.holm.get(part + '_w'))}; {fmt_p(c.holm.get(part + '_t'))}"
 
 
 def stage_cause_table(grid: Grid) -> Table | None:

@@ -1,178 +1,376 @@
-"""The answer a grid gives, per method against the uniform baseline: the speed-up to the baseline's
-quality at a fraction of its budget, read from the dense held-out curve, with its 95% interval;
-the sample metric at equal steps with its interval; Holm-corrected paired tests; and the smallest
-speed-up the grid could have detected (../../shared STATISTICS conventions, docs/experiments.md).
+"""The answer a grid gives, per method against the uniform baseline, on the endpoints its preset fixed before
+any run (docs/experiments.md, "The verdict's endpoints"):
+
+- ``e1``, sample quality: steps to the same seed's baseline value of the sample metric at the target step;
+- ``e2``, balanced denoising: steps until every cluster's loss is, on average in log terms, at the same
+  seed's baseline level at the target step;
+- ``loss``: steps to the same seed's baseline value of the dense curve (L_simple on images, the exact excess
+  error on synthetic data), which weights the least noisy timesteps most.
+
+Each is a speed-up over paired seeds (an estimate with its 95% interval, or a bound where seeds were
+censored), tested by the preset's primary test with Holm's correction over the primary endpoints x
+comparisons only; the others are secondary and their p-values unadjusted. The paired A/A arm's spread is the
+instrument's noise floor and sets the speed-up the grid could detect.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from ..stats import MIN_SEEDS_FOR_P, holm, metric_at_step, min_detectable_speedup, speedup_to_target
-from .results import BASELINE, Grid, fmt_num
+from ..stats import (
+    MIN_SEEDS_FOR_P,
+    balanced_pair_steps,
+    detectable_speedup,
+    holm,
+    pair_steps,
+    ratio_at_step,
+    speedup_from_pairs,
+)
+from .results import BASELINE, Grid, fmt_num, fmt_p
 
-__all__ = ["Comparison", "Verdict", "fmt_ci", "sentence", "verdict", "verdict_record"]
+__all__ = [
+    "ENDPOINT_NAMES",
+    "Comparison",
+    "Verdict",
+    "decision",
+    "describe",
+    "fmt_ci",
+    "pairs_cell",
+    "per_cluster_key",
+    "sentence",
+    "speed_cell",
+    "verdict",
+    "verdict_record",
+]
 
 DENSE_NAMES = {
     "excess_error_mean": "exact excess denoising error",
     "heldout_loss": "held-out denoising loss",
 }
+ENDPOINT_NAMES = {"e1": "E1, sample quality", "e2": "E2, balanced denoising", "loss": "L_simple"}
+ALPHA = 0.05
+VERDICT_FORMAT = 2  # 1: one endpoint (the dense curve), two test families (Wilcoxon and t)
 
 
 @dataclass
 class Comparison:
-    """One method (in one weighting) against that weighting's baseline."""
+    """One method (in one weighting) against that weighting's baseline, on every endpoint."""
 
     weighting: str
     method: str
-    speed: dict[str, Any]  # stats.speedup_to_target on the dense curve
-    final: dict[str, Any] | None  # stats.metric_at_step on the sample metric at the end of the budget
-    mid: dict[str, Any] | None  # ... and at the target fraction of the budget
-    holm: dict[str, float | None]  # Holm-adjusted p-values: speed_w, speed_t, final_w, final_t, mid_w, mid_t
+    endpoints: dict[str, dict[str, Any]]  # endpoint -> stats.speedup_from_pairs
+    final: dict[str, Any] | None  # stats.ratio_at_step of the sample metric at the end of the budget (secondary)
+    holm: dict[str, float | None]  # primary endpoint -> its Holm-adjusted p
+    paired_aa: bool = False  # the uniform baseline with another timestep stream: the instrument's check
 
 
 @dataclass
 class Verdict:
-    """Every comparison of a grid, the dense curve they read, and the grid's detectable speed-up."""
+    """Every comparison of a grid, the endpoints they read, the Holm family and the detectable speed-up."""
 
-    key: str
-    name: str
     budget: int
     target_fraction: float
+    primary: tuple[str, ...]
+    endpoints: tuple[str, ...]  # those measured, primary first
+    names: dict[str, str]  # each endpoint in words
     comparisons: list[Comparison]
-    min_detectable: dict[str, float | None]  # per weighting
+    family: int  # primary p-values Holm's correction covers
+    detectable: dict[str, dict[str, float | None]]  # weighting -> endpoint -> smallest detectable speed-up
+    detectable_from: dict[str, str]  # weighting -> whose paired spread it comes from
 
     @property
-    def family(self) -> int:
-        """How many p-values each test's Holm correction covers."""
-        return sum(1 for c in self.comparisons for part in ("speed", "final", "mid") if getattr(c, part))
+    def alpha(self) -> float:
+        """Holm's most stringent level for this family: the first step of its procedure."""
+        return ALPHA / max(1, self.family)
+
+    @property
+    def target_step(self) -> float:
+        return self.target_fraction * self.budget
+
+
+def _plan(grid: Grid) -> tuple[str, ...]:
+    """The preset's primary endpoints (``verdict.primary``); the dense curve for a grid fixed before them."""
+    plan = (grid.info.get("grid_config") or {}).get("verdict") or {}
+    return tuple(plan.get("primary") or ("loss",))
+
+
+def per_cluster_key(grid: Grid) -> str | None:
+    """The probe's per-cluster curve E2 reads: the preset's ``verdict.per_cluster``, else the exact excess
+    error where the data has it, else the held-out loss per cluster; None when no probe logs one."""
+    plan = (grid.info.get("grid_config") or {}).get("verdict") or {}
+    keys = {k for r in grid.runs for rec in r.probes for k, v in rec.items() if isinstance(v, list)}
+    for key in (plan.get("per_cluster"), "excess_error", "heldout_cluster_loss"):
+        if key in keys:
+            return key
+    return None
+
+
+def _paired_aa(grid: Grid) -> set[str]:
+    """Labels of the grid's paired A/A arms: the baseline order with only ``curriculum.sampler_stream`` set."""
+    out = set()
+    for entry in (grid.info.get("grid_config") or {}).get("methods") or []:
+        if isinstance(entry, dict) and entry.get("name") == BASELINE:
+            cur = entry.get("curriculum") or {}
+            if set(cur) == {"sampler_stream"} and cur["sampler_stream"] != 0:
+                out.add(entry.get("label", BASELINE))
+    return out
 
 
 def verdict(grid: Grid) -> Verdict | None:
-    """The comparisons of ``grid``; None without a dense curve or a budget."""
-    key, budget = grid.dense_key, grid.budget
-    if key is None or not budget:
+    """The comparisons of ``grid`` on every endpoint its runs allow; None without a budget or any endpoint."""
+    budget = grid.budget
+    if not budget:
         return None
-    comparisons, detectable = [], {}
+    step = grid.target_fraction * budget
+    dense, per_cluster = grid.dense_key, per_cluster_key(grid)
+    have_sample = any(v is not None for r in grid.runs for v in r.curve(grid.metric)[1])
+    available = {"e1": have_sample, "e2": per_cluster is not None, "loss": dense is not None}
+    primary = tuple(e for e in _plan(grid) if available[e])
+    endpoints = primary + tuple(e for e in ("e1", "e2", "loss") if available[e] and e not in primary)
+    if not endpoints:
+        return None
+    names = dict(ENDPOINT_NAMES)
+    names["loss"] = f"L_simple ({DENSE_NAMES.get(dense or '', dense)})"
+    aa_labels = _paired_aa(grid)
+    comparisons: list[Comparison] = []
     for w in grid.weightings:
         base = grid.group(w, BASELINE)
         if not base:
             continue
-        base_dense = {s: r.probe_curve(key) for s, r in base.items()}
-        base_sample = {s: r.curve(grid.metric) for s, r in base.items()}
         for m in grid.methods:
             runs = grid.group(w, m)
             if m == BASELINE or not runs:
                 continue
-            speed = speedup_to_target(
-                base_dense, {s: r.probe_curve(key) for s, r in runs.items()}, True, budget, grid.target_fraction
+            results = {}
+            for e in endpoints:
+                if e == "e1":
+                    sample_b = {s: r.curve(grid.metric) for s, r in base.items()}
+                    sample_m = {s: r.curve(grid.metric) for s, r in runs.items()}
+                    positive = all(v is None or v > 0 for c in (*sample_b.values(), *sample_m.values()) for v in c[1])
+                    rows = pair_steps(sample_b, sample_m, step, grid.lower, log_values=positive)
+                elif e == "e2":
+                    vectors_b = {s: r.probe_vectors(per_cluster) for s, r in base.items()}
+                    rows = balanced_pair_steps(
+                        vectors_b, {s: r.probe_vectors(per_cluster) for s, r in runs.items()}, step
+                    )
+                else:
+                    dense_b = {s: r.probe_curve(dense) for s, r in base.items()}
+                    rows = pair_steps(dense_b, {s: r.probe_curve(dense) for s, r in runs.items()}, step, True)
+                results[e] = speedup_from_pairs(rows, budget)
+            final = ratio_at_step(
+                {s: r.curve(grid.metric) for s, r in base.items()},
+                {s: r.curve(grid.metric) for s, r in runs.items()},
+                budget,
             )
-            sample = {s: r.curve(grid.metric) for s, r in runs.items()}
-            final = metric_at_step(base_sample, sample, budget)
-            mid = metric_at_step(base_sample, sample, grid.target_fraction * budget)
-            comparisons.append(Comparison(w, m, speed, final, mid, {}))
-        # the baseline seeds' own spread of log steps to the target, for the detectable speed-up
-        own = speedup_to_target(base_dense, base_dense, True, budget, grid.target_fraction)
-        logs = [math.log(p["baseline_steps"]) for p in own["pairs"] if p["baseline_steps"]]
-        detectable[w] = min_detectable_speedup(logs, len(base))
-    for test in ("wilcoxon_p", "t_p"):  # one Holm family per test: every p-value the grid reports
-        slots = [(c, part) for c in comparisons for part in ("speed", "final", "mid")]
-        raw = [getattr(c, part)[test] if getattr(c, part) else None for c, part in slots]
-        for (c, part), p in zip(slots, holm(raw), strict=True):
-            c.holm[f"{part}_{test[0]}"] = p
-    return Verdict(key, DENSE_NAMES.get(key, key), budget, grid.target_fraction, comparisons, detectable)
+            comparisons.append(Comparison(w, m, results, final if final["n"] else None, {}, m in aa_labels))
+    # One family: the primary test's p-value of every primary endpoint of every comparison.
+    slots = [(c, e) for c in comparisons for e in primary]
+    for (c, e), p in zip(slots, holm([c.endpoints[e]["p"] for c, e in slots]), strict=True):
+        c.holm[e] = p
+    family = sum(c.endpoints[e]["p"] is not None for c, e in slots)
+    v = Verdict(budget, grid.target_fraction, primary, endpoints, names, comparisons, family, {}, {})
+    for w in grid.weightings:
+        mine = [c for c in comparisons if c.weighting == w]
+        aa = [c for c in mine if c.paired_aa]
+        source = aa or mine
+        v.detectable_from[w] = "the paired A/A arm" if aa else "the median paired spread of the comparisons"
+        v.detectable[w] = {}
+        for e in endpoints:
+            spreads = [c.endpoints[e]["sd_log"] for c in source if c.endpoints[e]["sd_log"] is not None]
+            pairs = max((c.endpoints[e]["n"] for c in source), default=0)
+            sd = statistics.median(spreads) if spreads else None
+            v.detectable[w][e] = detectable_speedup(sd, pairs, v.alpha)
+    return v
+
+
+def fmt_ci(ci: tuple[float, float] | list[float] | None, fmt: str = "{:.2f}") -> str:
+    """An interval as 'lo–hi'; a dash without one."""
+    return "—" if ci is None else f"{fmt.format(ci[0])}–{fmt.format(ci[1])}"
+
+
+def speed_cell(r: dict[str, Any]) -> str:
+    """A speed-up as a table shows it: an estimate with its interval (or its pairs' range below 5 pairs), a
+    bound with its direction and no interval, or why there is none."""
+    if r["kind"] == "estimate":
+        spread = fmt_ci(r["ci"]) if r["ci"] is not None else f"range {fmt_ci(r['range'])}"
+        return f"{r['speedup']:.2f}x ({spread})"
+    if r["kind"] == "upper_bound":
+        return f"< {r['speedup']:.2f}x (bound)"
+    if r["kind"] == "lower_bound":
+        return f"> {r['speedup']:.2f}x (bound)"
+    if r["kind"] == "undetermined":
+        return "undetermined (censored on both sides)"
+    return "—"
+
+
+def pairs_cell(r: dict[str, Any]) -> str:
+    """Pairs where the method reached the target first, out of the pairs used; censored and dropped pairs."""
+    text = f"{r['faster']}/{r['n']}"
+    censored = r["censored_method"] + r["censored_baseline"]
+    if censored:
+        text += f", {censored} censored"
+    if r["dropped"]:
+        text += f", {r['dropped']} dropped (neither reached)"
+    return text
+
+
+def describe(r: dict[str, Any], what: str) -> str:
+    """One endpoint's result in words, steps first; "reaches" only where the runs did."""
+    dropped = f"; {r['dropped']} pair(s) where neither run reached it left out" if r["dropped"] else ""
+    if r["kind"] == "estimate":
+        spread = (
+            f"95% CI {fmt_ci(r['ci'])}x"
+            if r["ci"] is not None
+            else f"no interval below {MIN_SEEDS_FOR_P} pairs or without spread; the {r['n']} pairs' speed-ups range "
+            f"{fmt_ci(r['range'])}x"
+        )
+        return (
+            f"reaches {what} in {1 / r['speedup']:.2f}x the baseline's steps (speed-up {r['speedup']:.2f}x, {spread}; "
+            f"first on {r['faster']}/{r['n']} pairs){dropped}"
+        )
+    if r["kind"] in ("upper_bound", "lower_bound"):
+        side = "the method" if r["kind"] == "upper_bound" else "the baseline"
+        count = r["censored_method"] if r["kind"] == "upper_bound" else r["censored_baseline"]
+        sign = "<" if r["kind"] == "upper_bound" else ">"
+        return (
+            f"{side} never reached {what} within the budget on {count} of {r['n']} pairs: speed-up "
+            f"{sign} {r['speedup']:.2f}x, a bound (those runs counted at the budget), with no interval; the method "
+            f"was first on {r['faster']} and the baseline on {r['slower']} pairs{dropped}"
+        )
+    if r["kind"] == "undetermined":
+        return (
+            f"runs of both sides never reached {what} ({r['censored_method']} method, {r['censored_baseline']} "
+            f"baseline seeds): no estimate and no bound; the method was first on {r['faster']} and the baseline on "
+            f"{r['slower']} pairs{dropped}"
+        )
+    return f"no pair reached {what}{dropped}"
+
+
+def _test_text(v: Verdict, c: Comparison, e: str) -> str:
+    r = c.endpoints[e]
+    test = {"t": "paired t-test on log steps", "sign": "sign test on who reached it first"}.get(r["test"] or "", "")
+    if e in v.primary:
+        if r["p"] is None:
+            return f"primary, {test}: {fmt_p(None, r['p_reason'])}"
+        return f"primary, {test}, Holm p {fmt_p(c.holm.get(e))}"
+    return f"secondary, {test}, unadjusted p {fmt_p(r['p'], r['p_reason'])}"
+
+
+def sentence(v: Verdict, c: Comparison, metric: str) -> str:
+    """One comparison in plain words: each endpoint (primary first) with its test, then the sample metric at
+    the end of the budget as a ratio."""
+    pct = f"{v.target_fraction:.0%}"
+    label = f"`{c.method}`" + (
+        " (the paired A/A arm: the baseline with another timestep stream)" if c.paired_aa else ""
+    )
+    parts = []
+    for e in v.endpoints:
+        what = f"the baseline's {pct}-budget {v.names[e]} level"
+        parts.append(f"on {v.names[e]}, {describe(c.endpoints[e], what)} ({_test_text(v, c, e)})")
+    text = f"{label}: " + "; ".join(parts)
+    if c.paired_aa:
+        with_ci = [e for e in v.endpoints if c.endpoints[e]["ci"] is not None]
+        misses = [e for e in with_ci if not c.endpoints[e]["ci"][0] <= 1 <= c.endpoints[e]["ci"][1]]
+        if not with_ci:
+            text += ". It has no interval to check against 1x (too few pairs, or no spread)"
+        elif misses:
+            text += (
+                f". Its interval misses 1x on {', '.join(v.names[e] for e in misses)}: an A/A interval that misses "
+                "1x says the instrument, not a method, is off"
+            )
+        else:
+            text += f". Its intervals cover 1x on all {len(with_ci)} endpoints with one, as an A/A check must"
+    f = c.final
+    if f and f["effect"] is not None:
+        if f["scale"] == "log":
+            text += (
+                f". At the end of the budget its {metric} is {fmt_num(f['method_mean'])} against "
+                f"{fmt_num(f['baseline_mean'])} (geometric means; ratio {f['effect']:.3g}, "
+                + (f"95% CI {fmt_ci(f['ci'], '{:.3g}')}" if f["ci"] else f"range {fmt_ci(f['range'], '{:.3g}')}")
+                + f"; secondary, unadjusted p {fmt_p(f['p'], f['p_reason'])})"
+            )
+        else:
+            text += (
+                f". At the end of the budget its {metric} is {fmt_num(f['method_mean'])} against "
+                f"{fmt_num(f['baseline_mean'])} (difference {fmt_num(f['effect'])}; secondary, unadjusted p "
+                f"{fmt_p(f['p'], f['p_reason'])})"
+            )
+    return text + "."
 
 
 def verdict_record(grid: Grid, v: Verdict) -> dict[str, Any]:
-    """The verdict as JSON-ready data (the report's verdict.json): what a summary across grids reads, so
-    that no number in it is copied by hand. Per comparison: the speed-up with its interval, seeds faster
-    and censored, the sample metric's difference at the end of the budget with its interval, and the
-    Holm-adjusted p-values (None below the minimum number of seeds)."""
+    """The verdict as JSON-ready data (the report's verdict.json): what a summary across grids reads, so that no
+    number in it is copied by hand. Per comparison and endpoint: the kind (estimate or bound), the speed-up, its
+    interval or range, pairs first, censored and dropped, the test and its p (Holm-adjusted for a primary
+    endpoint); the sample metric at the budget as a ratio."""
 
-    def at_step(m: dict[str, Any] | None) -> dict[str, Any] | None:
-        if m is None:
+    def endpoint(c: Comparison, e: str) -> dict[str, Any]:
+        r = c.endpoints[e]
+        keys = ("kind", "speedup", "n", "dropped", "censored_method", "censored_baseline", "faster", "slower", "test")
+        out = {k: r[k] for k in keys}
+        out.update(
+            ci=None if r["ci"] is None else list(r["ci"]),
+            range=None if r["range"] is None else list(r["range"]),
+            primary=e in v.primary,
+            p=c.holm.get(e) if e in v.primary else r["p"],
+            p_reason=r["p_reason"],
+        )
+        return out
+
+    def at_budget(f: dict[str, Any] | None) -> dict[str, Any] | None:
+        if f is None:
             return None
-        keys = ("step", "n", "baseline_mean", "method_mean", "diff", "ci")
-        return {k: (list(m[k]) if k == "ci" and m[k] is not None else m[k]) for k in keys}
+        out = {k: f[k] for k in ("step", "n", "scale", "baseline_mean", "method_mean", "effect", "p", "p_reason")}
+        out.update(
+            ci=None if f["ci"] is None else list(f["ci"]), range=None if f["range"] is None else list(f["range"])
+        )
+        return out
 
     return {
+        "format": VERDICT_FORMAT,
         "name": grid.info.get("name", grid.out.name),
-        "dense_key": v.key,
-        "dense_name": v.name,
         "metric": grid.metric,
         "metric_name": grid.metric_name(grid.metric),
         "lower_is_better": grid.lower,
         "budget": v.budget,
         "target_fraction": v.target_fraction,
+        "primary": list(v.primary),
+        "endpoints": {e: v.names[e] for e in v.endpoints},
         "holm_family": v.family,
-        "min_detectable_speedup": v.min_detectable,
+        "holm_alpha": v.alpha,
+        "detectable_speedup": v.detectable,
+        "detectable_from": v.detectable_from,
         "comparisons": [
             {
                 "weighting": c.weighting,
                 "method": c.method,
-                "speedup": c.speed["speedup"],
-                "speedup_ci": None if c.speed["ci"] is None else list(c.speed["ci"]),
-                "faster": c.speed["faster"],
-                "pairs": c.speed["n"],
-                "censored": c.speed["censored"],
-                "final": at_step(c.final),
-                "mid": at_step(c.mid),
-                "holm": dict(c.holm) if c.speed["n"] >= MIN_SEEDS_FOR_P else {},
+                "paired_aa": c.paired_aa,
+                "endpoints": {e: endpoint(c, e) for e in v.endpoints},
+                "final": at_budget(c.final),
             }
             for c in v.comparisons
         ],
     }
 
 
-def fmt_ci(ci: tuple[float, float] | None, fmt: str = "{:.2f}") -> str:
-    """An interval as 'lo–hi'; a dash without one."""
-    return "—" if ci is None else f"{fmt.format(ci[0])}–{fmt.format(ci[1])}"
+def decision(r: dict[str, Any], p: float | None) -> str:
+    """A primary endpoint's outcome in words: "faster" or "slower" where the Holm-adjusted p is below 0.05 and
+    the result lies on that side of 1x (an estimate's whole interval; a bound whose direction and whose sign
+    test agree), else "not shown"."""
+    if p is None or p >= ALPHA:
+        return "not shown"
+    if r["kind"] == "estimate" and r["ci"] is not None:
+        return "faster" if r["ci"][0] > 1 else ("slower" if r["ci"][1] < 1 else "not shown")
+    if r["kind"] == "upper_bound" and r["speedup"] < 1 and r["slower"] > r["faster"]:
+        return "slower"
+    if r["kind"] == "lower_bound" and r["speedup"] > 1 and r["faster"] > r["slower"]:
+        return "faster"
+    return "not shown"
 
 
-def fmt_holm(p: float | None, n: int) -> str:
-    """A Holm-adjusted p, or why there is none."""
-    if n < MIN_SEEDS_FOR_P:
-        return f"too few seeds ({n} < {MIN_SEEDS_FOR_P})"
-    return "—" if p is None else f"{p:.3g}"
-
-
-def censoring(speed: dict[str, Any]) -> str:
-    """Which side of which pairs never reached the target, from :func:`~..stats.speedup_to_target`'s
-    pairs: a censored baseline seed flatters the baseline, a censored method seed the method, so a
-    reader needs to know which it was."""
-    method = [str(r["seed"]) for r in speed["pairs"] if r["steps"] is None]
-    baseline = [str(r["baseline_seed"]) for r in speed["pairs"] if r["baseline_steps"] is None]
-    parts = []
-    if method:
-        parts.append(f"the method never reached the target on seed{'s' * (len(method) > 1)} {', '.join(method)}")
-    if baseline:
-        parts.append(f"the baseline never reached the target on seed{'s' * (len(baseline) > 1)} {', '.join(baseline)}")
-    return "; ".join(parts) + ", counted at the budget"
-
-
-def sentence(v: Verdict, c: Comparison, metric: str) -> str:
-    """One comparison in plain words, steps first (docs: "How we report a speed-up")."""
-    s = c.speed
-    if s["speedup"] is None or s["target"] is None:
-        return f"`{c.method}`: no speed-up could be measured (the baseline's curve has no value at the target step)."
-    ratio, ci = 1 / s["speedup"], s["ci"]
-    steps_ci = None if ci is None else (1 / ci[1], 1 / ci[0])
-    pct = f"{v.target_fraction:.0%}"
-    enough = s["n"] >= MIN_SEEDS_FOR_P
-    p_text = f"Holm p {fmt_holm(c.holm.get('speed_w'), s['n'])}" if enough else "no p-value: too few seeds"
-    text = (
-        f"`{c.method}` reaches the baseline's {pct}-budget {v.name} in {ratio:.2f}x the steps "
-        f"(speed-up {s['speedup']:.2f}x, 95% CI {fmt_ci(steps_ci)}x the steps, faster on {s['faster']}/{s['n']} "
-        f"seeds, {p_text})"
-    )
-    if s["censored"]:
-        text += f"; {s['censored']} pair(s) censored at the budget ({censoring(s)})"
-    if c.final and c.final["diff"] is not None:
-        f = c.final
-        text += (
-            f". At the end of the budget its {metric} is {fmt_num(f['method_mean'])} against "
-            f"{fmt_num(f['baseline_mean'])} (difference {fmt_num(f['diff'])}, 95% CI {fmt_ci(f['ci'], '{:.3g}')})"
-        )
-    return text + "."
+def is_estimate(r: dict[str, Any]) -> bool:
+    """Whether a result is an estimate (not a bound, not undetermined), so that an interval may be drawn."""
+    return r["kind"] == "estimate" and r["speedup"] is not None and math.isfinite(r["speedup"])
