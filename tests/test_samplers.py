@@ -493,7 +493,7 @@ def test_learning_progress_excess_uses_the_exact_optimal_loss_of_gmm_data():
 def test_sampler_options_are_the_constructor_parameters_a_user_sets():
     options = sampler_options("learning_progress")
     assert "total_steps" not in options and "optimal_loss" not in options and "excess" in options
-    assert set(sampler_options("matched_marginal")) == {"shares", "from"}
+    assert set(sampler_options("matched_marginal")) == {"shares", "from", "until"}
     assert sampler_options("curriculum") == ()
     with pytest.raises(ConfigError, match=r"curriculum\.sampler"):
         load_config(overrides={"curriculum.sampler": "bandit"})
