@@ -157,3 +157,11 @@ def test_a_tiny_grid_with_three_pacings_and_the_paired_aa_arm_reports_each_arm_u
     for label in ("e2h_never", "e2h_linear", "e2h_adaptive"):
         assert f"| `{label}` |" in md
     assert "| `uniform_aa` (paired A/A) |" in md and "s0: never" in md
+
+
+def test_a_partial_reports_warning_names_a_few_unfinished_runs_and_counts_the_rest():
+    from diffusion_curriculum.experiments.runner import listed
+
+    assert listed(["a", "b"]) == "a, b"
+    names = [f"run{i}" for i in range(144)]
+    assert listed(names) == "run0, run1, run2, run3, run4 and 139 more"

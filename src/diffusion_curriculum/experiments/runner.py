@@ -35,6 +35,14 @@ GRID_OUTPUTS = ("grid.json", "report.md", "report.html", "figures", PROGRESS_DIR
 AUTO = "auto"  # eval.evaluator: auto: compare fits an evaluator on the grid's data into OUT/evaluator first
 
 
+def listed(names: list[str], most: int = 5) -> str:
+    """Names for a one-line message: all of a few, else the first ``most`` and how many more (a grid can leave
+    a hundred runs unfinished, and a warning is read, not scrolled)."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])} and {len(names) - most} more"
+
+
 def _versions() -> dict[str, str]:
     import diffusers
 
@@ -319,7 +327,7 @@ def _run_grid(
         if not records:
             raise RunError(f"--report-only: no run of {out} has finished yet")
         if missing:
-            warnings.append(f"a partial report: {len(missing)} of {len(specs)} runs unfinished ({', '.join(missing)})")
+            warnings.append(f"a partial report: {len(missing)} of {len(specs)} runs unfinished ({listed(missing)})")
         specs = [s for s in specs if s.name in records]
     elif slurm is not None:
         where = f"as Slurm jobs ({slurm.cpus_per_run} CPU(s), {slurm.gpus_per_run} GPU(s) each)"
