@@ -661,7 +661,13 @@ def test_primary_endpoints_come_from_the_preset_and_set_the_holm_family(tmp_path
     of 2 endpoints x 1 comparison), L_simple secondary with an unadjusted p."""
     fid = {("none", s): BASE_FID for s in range(8)}
     fid |= {("easy_to_hard", s): [50.0, 30.0, 20.0, 15.0] if s < 5 else BASE_FID for s in range(8)}
-    _fabricate(tmp_path, fid, scale=SPREAD, probe_vectors=True, grid_config={"verdict": {"primary": ["e1", "e2"]}})
+    _fabricate(
+        tmp_path,
+        fid,
+        scale=SPREAD,
+        probe_vectors=True,
+        grid_config={"verdict": {"primary": ["e1", "e2"], "per_cluster": "excess_error"}},
+    )
     text = write_report(tmp_path)[0].read_text()
     header = next(line for line in text.splitlines() if line.startswith("| method | E1"))
     assert header.startswith(

@@ -24,7 +24,17 @@ from ..safe_yaml import load_yaml, short
 from ..samplers import ORDERS, SAMPLERS
 from ..slurm import LAUNCHERS, SlurmOptions
 
-__all__ = ["PRESETS", "GridConfig", "Method", "RunSpec", "load_grid", "mean_stage_lengths", "preset_path"]
+__all__ = [
+    "PRESETS",
+    "GridConfig",
+    "Method",
+    "RunSpec",
+    "VerdictPlan",
+    "load_grid",
+    "mean_stage_lengths",
+    "preset_path",
+    "verdict_plan",
+]
 
 PRESETS = ("smoke", "quick", "gmm", "digits", "aa", "uncond", "class", "text", "gpu", "samplers", "samplers_digits")
 _GRID_KEYS = {
@@ -137,7 +147,6 @@ class GridConfig:
     eval_inception_weights: str | None = None  # Inception-v3 FID weights: score images in its features
     raw: dict[str, Any] = field(default_factory=dict)
     method_specs: dict[str, Method] = field(default_factory=dict)  # by label; a label without one is an order
-    plan: VerdictPlan = field(default_factory=VerdictPlan)  # the endpoints and test, fixed before any run
     launcher: str = "local"  # local worker processes, or one Slurm job per run (compare --launcher)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)  # what each run's Slurm job asks for
 
@@ -326,7 +335,7 @@ def load_grid(path: str | Path) -> GridConfig:
         raise ConfigError(f"aa_seed_offset: expected an integer above every seed (disjoint seeds), got {short(offset)}")
     if "every" not in ev:
         raise ConfigError("eval.every: required (evaluate every this many steps)")
-    plan = _verdict_plan(raw.get("verdict"))
+    verdict_plan(raw.get("verdict"))  # refused now, before any run, if it is not a plan
     workers = raw.get("workers", 1)
     if not (isinstance(workers, int) and workers >= 1):
         raise ConfigError(f"workers: expected a positive integer, got {short(workers)}")
@@ -350,7 +359,6 @@ def load_grid(path: str | Path) -> GridConfig:
         eval_inception_weights=ev.get("inception_weights"),
         raw=raw,
         method_specs={label: m for label, m in specs.items() if m != Method(label, "curriculum", label, {})},
-        plan=plan,
         launcher=_launcher(raw.get("launcher", "local")),
         slurm=SlurmOptions.from_mapping(raw.get("slurm")),
     )
@@ -420,8 +428,9 @@ def _methods(entries: list) -> dict[str, Method]:
 _PER_CLUSTER = ("excess_error", "heldout_cluster_loss")
 
 
-def _verdict_plan(value: Any) -> VerdictPlan:
-    """The grid's ``verdict`` key: ``{primary: [e1, e2], test: t, per_cluster: excess_error}``."""
+def verdict_plan(value: Any) -> VerdictPlan:
+    """The grid's ``verdict`` key (``{primary: [e1, e2], test: t, per_cluster: excess_error}``) as a plan, or a
+    :class:`~..errors.ConfigError` naming what is wrong; load_grid checks it, the report reads it."""
     if value is None:
         return VerdictPlan()
     if not isinstance(value, dict) or set(value) - {"primary", "test", "per_cluster"}:

@@ -15,11 +15,11 @@ instrument's noise floor and sets the speed-up the grid could detect.
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from ..grid import VerdictPlan, verdict_plan
 from ..stats import (
     MIN_SEEDS_FOR_P,
     balanced_pair_steps,
@@ -91,18 +91,17 @@ class Verdict:
         return self.target_fraction * self.budget
 
 
-def _plan(grid: Grid) -> tuple[str, ...]:
-    """The preset's primary endpoints (``verdict.primary``); the dense curve for a grid fixed before them."""
-    plan = (grid.info.get("grid_config") or {}).get("verdict") or {}
-    return tuple(plan.get("primary") or ("loss",))
+def _plan(grid: Grid) -> VerdictPlan:
+    """The preset's verdict plan (its ``verdict`` key, as the runner saved the grid), the dense curve alone
+    for a grid fixed before there was one."""
+    return verdict_plan((grid.info.get("grid_config") or {}).get("verdict"))
 
 
 def per_cluster_key(grid: Grid) -> str | None:
-    """The probe's per-cluster curve E2 reads: the preset's ``verdict.per_cluster``, else the exact excess
-    error where the data has it, else the held-out loss per cluster; None when no probe logs one."""
-    plan = (grid.info.get("grid_config") or {}).get("verdict") or {}
+    """The probe's per-cluster curve E2 reads: the plan's ``per_cluster``, else the exact excess error where the
+    data has it, else the held-out loss per cluster; None when no probe logs one."""
     keys = {k for r in grid.runs for rec in r.probes for k, v in rec.items() if isinstance(v, list)}
-    for key in (plan.get("per_cluster"), "excess_error", "heldout_cluster_loss"):
+    for key in (_plan(grid).per_cluster, "excess_error", "heldout_cluster_loss"):
         if key in keys:
             return key
     return None
@@ -128,7 +127,7 @@ def verdict(grid: Grid) -> Verdict | None:
     dense, per_cluster = grid.dense_key, per_cluster_key(grid)
     have_sample = any(v is not None for r in grid.runs for v in r.curve(grid.metric)[1])
     available = {"e1": have_sample, "e2": per_cluster is not None, "loss": dense is not None}
-    primary = tuple(e for e in _plan(grid) if available[e])
+    primary = tuple(e for e in _plan(grid).primary if available[e])
     endpoints = primary + tuple(e for e in ("e1", "e2", "loss") if available[e] and e not in primary)
     if not endpoints:
         return None
@@ -369,8 +368,3 @@ def decision(r: dict[str, Any], p: float | None) -> str:
     if r["kind"] == "lower_bound" and r["speedup"] > 1 and r["faster"] > r["slower"]:
         return "faster"
     return "not shown"
-
-
-def is_estimate(r: dict[str, Any]) -> bool:
-    """Whether a result is an estimate (not a bound, not undetermined), so that an interval may be drawn."""
-    return r["kind"] == "estimate" and r["speedup"] is not None and math.isfinite(r["speedup"])
