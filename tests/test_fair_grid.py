@@ -122,7 +122,7 @@ def test_a_matched_control_until_the_target_counts_the_sources_draws_up_to_that_
 
 @pytest.mark.timeout(900)  # 5 tiny runs: about half a minute on an idle 2-core machine, minutes under load
 def test_a_tiny_grid_with_three_pacings_and_the_paired_aa_arm_reports_each_arm_under_its_own_label(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     """Three curriculum arms of different pacing (fixed, linear, adaptive) and the paired A/A arm in one grid,
     through `compare`: each is trained with its own keys and reported under its own label, the A/A arm marked
@@ -133,13 +133,19 @@ def test_a_tiny_grid_with_three_pacings_and_the_paired_aa_arm_reports_each_arm_u
     methods = (
         "[none, {name: none, label: uniform_aa, curriculum: {sampler_stream: 1}}, "
         "{name: easy_to_hard, label: e2h_never, curriculum: {pacing: fixed, steps_per_stage: 1000}}, "
-        "{name: easy_to_hard, label: e2h_linear, curriculum: {pacing: linear, pacing_steps: 8}}, "
+        "{name: easy_to_hard, label: e2h_linear, curriculum: {pacing: linear, budget_fraction: 0.2}}, "
         "{name: easy_to_hard, label: e2h_adaptive, curriculum: {patience: 2, ema: null}}]"
     )
     grid = _grid(tmp_path, methods, "verdict: {primary: [e2], per_cluster: excess_error}\nworkers: 1\n")
     text = grid.read_text().replace("every: 10, n: 50, steps: 3", "every: 20, n: 50, steps: 3, dense_every: 10")
     grid.write_text(text)
     assert main(["compare", "--config", str(grid), "--out", str(tmp_path / "out")]) == 0
+    # one line each for the arm that cannot have every timestep in play by the target (step 20 of 40) and the
+    # one that may not (adaptive, each of 3 stages capped at 8 x 3 steps); none for linear pacing ending at 8
+    warned = [x for x in capsys.readouterr().err.splitlines() if x.startswith("diffusion-curriculum: warning:")]
+    assert any("methods.e2h_never: its curriculum cannot" in x and "(step 3,000 at the earliest)" in x for x in warned)
+    assert any("methods.e2h_adaptive: its curriculum may still" in x and "bounded by step 72" in x for x in warned)
+    assert not any("e2h_linear" in x for x in warned)
     record = json.loads((tmp_path / "out" / "verdict.json").read_text())
     rows = {c["method"]: c for c in record["comparisons"]}
     assert set(rows) == {"uniform_aa", "e2h_never", "e2h_linear", "e2h_adaptive"}
@@ -151,7 +157,7 @@ def test_a_tiny_grid_with_three_pacings_and_the_paired_aa_arm_reports_each_arm_u
         for label in ("e2h_never", "e2h_linear", "e2h_adaptive")
     }
     assert set(stages["e2h_never"]) == {1} and stages["e2h_linear"][-1] == stages["e2h_adaptive"][-1] == 4
-    # linear pacing over 8 steps unlocks the last cluster after step 8 (pacing_span): step 9 trains on every one
+    # linear pacing over 0.2 of 40 steps unlocks the last cluster after step 8 (pacing_span): step 9 trains on all
     assert pacing_span(FunctionPacing("linear", 8), 3) == (8, 8) and stages["e2h_linear"].index(4) + 1 == 9
     md = (tmp_path / "out" / "report.md").read_text()
     for label in ("e2h_never", "e2h_linear", "e2h_adaptive"):

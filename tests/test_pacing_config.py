@@ -21,8 +21,8 @@ def _stage_cap(config):
 
 def test_the_default_cap_is_a_multiple_of_the_shortest_stage_patience_allows():
     config = load_config()
-    cur = config.curriculum
-    assert _stage_cap(config) == 8 * shortest_adaptive_stage(cur.patience, cur.ema) == 8 * (10 + 10)
+    assert config.curriculum.patience is None  # the default patience, 10, as no budget fraction is set
+    assert _stage_cap(config) == 8 * shortest_adaptive_stage(10, config.curriculum.ema) == 8 * (10 + 10)
     assert _stage_cap(_config(cap_multiple=2.5, patience=7, ema=None)) == 20  # ceil(2.5 * 8)
     assert _stage_cap(_config(cap_multiple=None)) is None
     assert _stage_cap(_config(max_steps_per_stage=33)) == 33  # an explicit cap wins
@@ -172,12 +172,17 @@ def test_no_latest_step_without_a_cap():
 
 def test_info_says_when_the_curriculum_can_outlast_the_budget(capsys):
     base = ["info", "--clusters", "20", "--patience", "20", "--max-steps", "1600"]
+
+    def phase_line() -> list[str]:
+        return [x for x in capsys.readouterr().out.splitlines() if x.startswith("curriculum phase: ")]
+
     assert main(base) == 0
-    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("curriculum: ")]
-    assert "no earlier than step 570 (36% of train.max_steps=1,600)" in line and "no later than step 4,560" in line
+    (line,) = phase_line()
+    assert "no earlier than step 570 (35.6%)" in line and "no later than step 4,560 (285.0% of" in line
     assert "budget_fraction bounds its share" in line
     assert main([*base, "--set", "curriculum.budget_fraction=0.5"]) == 0
-    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("curriculum: ")]
-    assert "no later than step 798" in line and "budget_fraction" not in line
+    (line,) = phase_line()
+    assert "no later than step 798 (49.9% of train.max_steps=1,600)" in line and "bounds its share" not in line
+    assert line.endswith("; the per-stage cap from curriculum.budget_fraction=0.5")  # the patience was given
     assert main([*base, "--sampler", "loss_importance"]) == 0
-    assert not [x for x in capsys.readouterr().out.splitlines() if x.startswith("curriculum: ")]
+    assert not phase_line()

@@ -19,12 +19,16 @@ from .data import DatasetBundle, load_dataset
 from .errors import ConfigError, UserError
 from .objectives import Objective, make_objective
 from .pacing import (
+    DEFAULT_PATIENCE,
     AdaptivePacing,
     FixedPacing,
     FunctionPacing,
     Pacing,
     adaptive_stage_cap,
+    budget_patience,
     budget_stage_cap,
+    budget_stage_lengths,
+    budget_steps,
     cap_only_reason,
     stages_before_last,
 )
@@ -97,8 +101,12 @@ def clusters_for(config: Config, objective: Objective | None = None) -> list[tup
 def build_pacing(config: Config) -> Pacing | None:
     """The pacing rule the config names (None for the uniform baseline and the other samplers).
 
-    Adaptive pacing gets the per-stage cap the config's keys set (:func:`~.pacing.adaptive_stage_cap`),
-    and is refused when that cap ends every stage before patience can fire (:func:`check_pacing`).
+    ``curriculum.budget_fraction`` f bounds the curriculum to f x ``train.max_steps`` for every pacing: fixed
+    pacing unlocks the last stage at exactly round(f x max_steps) (:func:`~.pacing.budget_stage_lengths`), a
+    pacing function ends there, and adaptive pacing caps each stage before the last at an equal share of it
+    (:func:`~.pacing.budget_stage_cap`), with a patience derived from that cap unless one is set
+    (:func:`~.pacing.budget_patience`). Adaptive pacing is refused when its cap ends every stage before
+    patience can fire (:func:`check_pacing`).
     """
     cur = config.curriculum
     if cur.order == "none" or cur.sampler != "curriculum":
@@ -106,33 +114,54 @@ def build_pacing(config: Config) -> Pacing | None:
     if cur.pacing == "adaptive":
         check_pacing(config)
         return AdaptivePacing(
-            cur.patience,
+            _patience(config),
             cur.min_delta,
             cur.ema,
             _stage_cap(config),
             min_delta_mode=cur.min_delta_mode,
             allow_cap_only=cur.allow_cap_only,
         )
+    phase = None if cur.budget_fraction is None else budget_steps(cur.budget_fraction, config.train.max_steps)
     if cur.pacing == "fixed":
-        return FixedPacing(cur.steps_per_stage)
-    total = cur.pacing_steps or max(1, config.train.max_steps // 2)
-    return FunctionPacing(cur.pacing, total)
+        if phase is None:
+            return FixedPacing(cur.steps_per_stage)
+        try:
+            return FixedPacing(budget_stage_lengths(phase, stages_before_last(cur.n_clusters, cur.cumulative)))
+        except UserError as exc:
+            raise ConfigError(f"curriculum.budget_fraction: {cur.budget_fraction} of train.max_steps: {exc}") from None
+    return FunctionPacing(cur.pacing, phase or cur.pacing_steps or max(1, config.train.max_steps // 2))
+
+
+def _budget_cap(config: Config) -> int | None:
+    """Each stage before the last's share of ``curriculum.budget_fraction`` of ``train.max_steps`` (None
+    without a budget fraction)."""
+    cur = config.curriculum
+    if cur.budget_fraction is None:
+        return None
+    stages = stages_before_last(cur.n_clusters, cur.cumulative)
+    return budget_stage_cap(cur.budget_fraction, config.train.max_steps, stages)
+
+
+def _patience(config: Config) -> int:
+    """Adaptive pacing's patience: ``curriculum.patience``, else derived from the budget fraction's stage cap,
+    else :data:`~.pacing.DEFAULT_PATIENCE`."""
+    cur = config.curriculum
+    if cur.patience is not None:
+        return cur.patience
+    cap = _budget_cap(config)
+    return DEFAULT_PATIENCE if cap is None else budget_patience(cap)
 
 
 def _stage_cap(config: Config) -> int | None:
     """The per-stage cap of the config's adaptive pacing: ``curriculum.max_steps_per_stage``, else from
     ``curriculum.cap_multiple`` and ``curriculum.budget_fraction`` of ``train.max_steps``."""
     cur = config.curriculum
-    budget_cap = None
-    if cur.budget_fraction is not None:
-        stages = stages_before_last(cur.n_clusters, cur.cumulative)
-        budget_cap = budget_stage_cap(cur.budget_fraction, config.train.max_steps, stages)
     return adaptive_stage_cap(
-        cur.patience,
+        _patience(config),
         cur.ema,
         max_steps_per_stage=cur.max_steps_per_stage,
         cap_multiple=cur.cap_multiple,
-        budget_cap=budget_cap,
+        budget_cap=_budget_cap(config),
     )
 
 
@@ -149,7 +178,7 @@ def check_pacing(config: Config) -> str | None:
         source = f"curriculum.max_steps_per_stage={cur.max_steps_per_stage}"
     else:
         source = f"curriculum.budget_fraction={cur.budget_fraction} of train.max_steps={config.train.max_steps}"
-    reason = cap_only_reason(cur.patience, cur.ema, _stage_cap(config), source)
+    reason = cap_only_reason(_patience(config), cur.ema, _stage_cap(config), source)
     if reason is None:
         return None
     if not cur.allow_cap_only:

@@ -136,7 +136,12 @@ class CurriculumConfig:
     pacing: str = _field(
         "adaptive", "when the next cluster is unlocked", choices=("adaptive", "fixed", *PACING_FUNCTIONS)
     )
-    patience: int = _field(10, "adaptive pacing: steps without improvement before the next stage", low=1)
+    patience: int | None = _field(
+        None,
+        "adaptive pacing: steps without improvement before the next stage (null: 10, or with budget_fraction a "
+        "quarter of each stage's share of it)",
+        low=1,
+    )
     min_delta: float = _field(
         0.02,
         "adaptive pacing: the improvement that counts, as a fraction of the stage's best smoothed loss "
@@ -165,10 +170,12 @@ class CurriculumConfig:
     )
     budget_fraction: float | None = _field(
         None,
-        "adaptive pacing without max_steps_per_stage: also cap each stage before the last at this fraction "
-        "of train.max_steps shared among them (null: no such cap)",
+        "every timestep in play by this fraction of train.max_steps, for any pacing: fixed pacing splits it "
+        "into equal stages, pacing functions end at it, adaptive pacing caps each stage before the last at "
+        "an equal share of it (null: no such bound)",
         low=0.0,
         strict=True,
+        high=1.0,
     )
     allow_cap_only: bool = _field(
         False, "adaptive pacing: accept a cap that ends every stage before patience can (fixed pacing, with a warning)"
@@ -283,8 +290,6 @@ class Config:
             raise ConfigError("curriculum.ema: must be below 1 (or null for no smoothing)")
         if self.curriculum.min_delta_mode == "relative" and self.curriculum.min_delta >= 1.0:
             raise ConfigError("curriculum.min_delta: a relative min_delta must be below 1 (a fraction of the loss)")
-        if self.curriculum.budget_fraction is not None and self.curriculum.budget_fraction > 1.0:
-            raise ConfigError("curriculum.budget_fraction: must be at most 1 (or null for no bound)")
         if self.train.ema_decay >= 1.0:
             raise ConfigError("train.ema_decay: must be below 1")
         if self.train.cond_drop_prob >= 1.0:
@@ -299,11 +304,27 @@ class Config:
                 f"curriculum.only_cluster: {self.curriculum.only_cluster} is not a cluster index "
                 f"(0..{self.curriculum.n_clusters - 1})"
             )
-        if self.curriculum.pacing == "fixed" and self.curriculum.steps_per_stage is None:
-            raise ConfigError("curriculum.steps_per_stage: required when curriculum.pacing is 'fixed'")
+        self._check_budget_fraction()
         if self.model.arch == "dit" and self.model.conditioning != "class":
             raise ConfigError("model.conditioning: the dit architecture needs 'class' conditioning")
         check_sampler_params(self.curriculum.sampler, self.curriculum.sampler_params)
+
+    def _check_budget_fraction(self) -> None:
+        """One key sets each length: a budget fraction replaces fixed pacing's stage lengths, a pacing
+        function's length and adaptive pacing's explicit cap, so neither may be given beside it."""
+        cur = self.curriculum
+        length_key = {"fixed": "steps_per_stage", "adaptive": "max_steps_per_stage"}.get(cur.pacing, "pacing_steps")
+        if cur.budget_fraction is None:
+            if cur.pacing == "fixed" and cur.steps_per_stage is None:
+                raise ConfigError(
+                    "curriculum.steps_per_stage: required when curriculum.pacing is 'fixed' (or set "
+                    "curriculum.budget_fraction)"
+                )
+        elif getattr(cur, length_key) is not None:
+            raise ConfigError(
+                f"curriculum.{length_key}: set it or curriculum.budget_fraction, not both (the fraction derives "
+                f"{cur.pacing} pacing's lengths)"
+            )
 
 
 # Sampler parameters a run fills in itself (the run's length, a computed loss floor), and the options with

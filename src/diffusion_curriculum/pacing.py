@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from .errors import UserError
 
 __all__ = [
+    "DEFAULT_PATIENCE",
     "MIN_DELTA_MODES",
     "PACINGS",
     "PACING_FUNCTIONS",
@@ -39,7 +40,10 @@ __all__ = [
     "FunctionPacing",
     "Pacing",
     "adaptive_stage_cap",
+    "budget_patience",
     "budget_stage_cap",
+    "budget_stage_lengths",
+    "budget_steps",
     "cap_only_reason",
     "first_comparison_step",
     "pacing_fraction",
@@ -374,6 +378,40 @@ iterate over this registry and fail for a name that has no example arguments the
 
 
 # ----- what a pacing can do within a budget ------------------------------------------------------
+DEFAULT_PATIENCE = 10
+"""Adaptive pacing's patience when neither the config nor a budget fraction sets it."""
+
+
+def budget_steps(budget_fraction: float, total_steps: int) -> int:
+    """The step by which a curriculum bounded by ``budget_fraction`` of ``total_steps`` has every timestep in
+    play: round(fraction x total_steps), at least 1."""
+    if not (_is_real(budget_fraction) and 0.0 < budget_fraction <= 1.0):
+        raise UserError(f"budget_fraction must lie in (0, 1], got {budget_fraction!r}")
+    return max(1, round(budget_fraction * _positive_int("total_steps", total_steps)))
+
+
+def budget_stage_lengths(phase_steps: int, stages_before_last: int) -> list[int]:
+    """Fixed pacing that unlocks the last stage at exactly step ``phase_steps``: the stages before the last
+    split it as evenly as whole steps allow (the first ``phase_steps mod stages`` one step longer)."""
+    _positive_int("stages_before_last", stages_before_last)
+    if phase_steps < stages_before_last:
+        raise UserError(
+            f"{phase_steps} steps cannot hold {stages_before_last} stages of at least one step each: "
+            f"raise the budget fraction or train.max_steps, or use fewer clusters"
+        )
+    base, extra = divmod(phase_steps, stages_before_last)
+    return [base + 1] * extra + [base] * (stages_before_last - extra)
+
+
+def budget_patience(stage_cap: int) -> int:
+    """Adaptive pacing's patience when a budget fraction sets the per-stage cap and nothing sets the patience:
+    a quarter of the cap (at least 1). A stage whose smoothed loss has levelled off then ends on patience in
+    about a quarter of its share of the budget plus one EMA time constant, and one still improving ends at
+    its share; a quarter is our choice (the paper's tau is a fixed number of iterations, chosen for runs
+    hundreds of times longer than ours), stated by ``info``."""
+    return max(1, _positive_int("stage_cap", stage_cap) // 4)
+
+
 def stages_before_last(n_clusters: int, cumulative: bool = True) -> int:
     """How many stages end before every timestep is in play: N - 1 when each stage adds a cluster
     (cumulative), N when each stage trains one cluster and a last one all of them."""

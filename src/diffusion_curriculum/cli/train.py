@@ -134,9 +134,8 @@ def _cmd_info(args: argparse.Namespace) -> None:
     sampler = build_sampler(config, objective, rank=0)
     if config.curriculum.sampler == "curriculum":
         print(f"\npacing: {sampler.pacing!r}, watching the {sampler.signal} signal")
-        span = _curriculum_span_line(sampler, config.train.max_steps)
-        if span:
-            print(span)
+        if sampler.pacing is not None and sampler.n_stages > 1:
+            print(_curriculum_span_line(sampler, config))
         start = f"order {sampler.order}, first unlocked: cluster {sampler.cluster_order[0]}"
     else:
         print(f"\nsampler: {sampler!r}")
@@ -147,18 +146,27 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print_clusters(cluster_rows(space, sampler.clusters), sampler.T is not None, sampler.stats()["cluster_probs"])
 
 
-def _curriculum_span_line(sampler: Any, budget: int) -> str | None:
-    """When the sampler's adaptive pacing can have every timestep in play (:func:`~..pacing.pacing_span`),
-    against the budget ``train.max_steps``, in one line (None for other pacing): a curriculum that can
-    outlast the budget is named with the setting that bounds it."""
+def _curriculum_span_line(sampler: Any, config: Any) -> str:
+    """When the sampler's pacing can have every timestep in play (:func:`~..pacing.pacing_span`), as steps and
+    as shares of the budget ``train.max_steps``, in one line: a curriculum that can outlast the budget is
+    named with the setting that bounds it, and a patience or cap derived from the budget fraction says so."""
     from ..pacing import AdaptivePacing, pacing_span
 
-    if not isinstance(sampler.pacing, AdaptivePacing):
-        return None
+    budget, cur = config.train.max_steps, config.curriculum
     earliest, latest = pacing_span(sampler.pacing, sampler.n_stages - 1)
-    line = f"curriculum: every timestep in play no earlier than step {earliest:,} "
-    line += f"({earliest / budget:.0%} of train.max_steps={budget:,})"
-    line += f" and no later than step {latest:,} (the per-stage cap)" if latest is not None else " (no cap)"
+    if earliest == latest:
+        line = f"curriculum phase: every timestep in play at step {earliest:,} ({earliest / budget:.1%} of "
+        return line + f"train.max_steps={budget:,})"
+    line = f"curriculum phase: every timestep in play no earlier than step {earliest:,} ({earliest / budget:.1%}"
+    if latest is None:
+        line += f" of train.max_steps={budget:,}) and with no cap on its stages"
+    else:
+        line += f") and no later than step {latest:,} ({latest / budget:.1%} of train.max_steps={budget:,})"
     if latest is None or latest > budget:
         line += "; it can take the whole budget: curriculum.budget_fraction bounds its share"
+    if isinstance(sampler.pacing, AdaptivePacing) and cur.budget_fraction is not None:
+        derived = ["the per-stage cap"] if cur.max_steps_per_stage is None else []
+        derived += ["the patience"] if cur.patience is None else []
+        if derived:
+            line += f"; {' and '.join(derived)} from curriculum.budget_fraction={cur.budget_fraction}"
     return line

@@ -21,10 +21,12 @@ from ..atomic import write_atomic
 from ..errors import ConfigError, RunError
 from ..jobs import DONE, check_claim, claim_folder, launch_jobs, mark_done
 from ..metrics.directions import lower_is_better
+from ..pacing import pacing_span
 from ..progress import PROGRESS_DIR, JobPlan, ProgressBoard, reporting
 from ..runs import checkpoints as ckpt
 from ..runs.lock import folder_lock
 from ..runs.records import read_json
+from ..samplers import TimestepSampler
 from ..slurm import SLURM_DIR, SlurmOptions, check_cluster
 from .grid import GridConfig, RunSpec, load_grid
 
@@ -186,6 +188,28 @@ def check_metrics(grid: GridConfig, inception_weights: str | None = None) -> Non
     evaluator.check_matches(dataset, data.shape, config.data.downsample)
 
 
+def _phase_against_target(label: str, sampler: TimestepSampler, target: int) -> str | None:
+    """A one-line warning for a method whose curriculum cannot, or may not, have every timestep in play by the
+    step its endpoints are judged at (:func:`~..pacing.pacing_span`); None when it must, or for a method
+    without a staged curriculum. A warning, not a refusal: a curriculum held back on purpose is a valid arm."""
+    pacing = getattr(sampler, "pacing", None)
+    if pacing is None or sampler.n_stages < 2:
+        return None
+    earliest, latest = pacing_span(pacing, sampler.n_stages - 1)
+    if earliest > target:
+        return (
+            f"methods.{label}: its curriculum cannot have every timestep in play before the target step {target:,} "
+            f"its endpoints are judged at (step {earliest:,} at the earliest): curriculum.budget_fraction bounds it"
+        )
+    if latest is None or latest > target:
+        bound = "no step" if latest is None else f"step {latest:,}"
+        return (
+            f"methods.{label}: its curriculum may still be unlocking clusters at the target step {target:,} (its "
+            f"stages are bounded by {bound}): curriculum.budget_fraction bounds it"
+        )
+    return None
+
+
 def _keep_saved_launcher(saved: Path, text: str) -> None:
     """Where a grid's runs run (its ``launcher`` and ``slurm`` keys) is not what the grid is: a saved grid.yaml that
     differs from ``text`` only there is replaced by ``text`` (so that :func:`claim_folder` resumes it rather than
@@ -303,7 +327,10 @@ def _run_grid(
         if warning is not None and warning not in warnings:
             warnings.append(warning)
         if not spec.after:  # a sampler's parameters (those of a source-dependent one once its source is done)
-            build_sampler(config, build_objective(config), rank=0)
+            sampler = build_sampler(config, build_objective(config), rank=0)
+            warning = _phase_against_target(spec.method, sampler, round(grid.target_fraction * grid.budget))
+            if warning is not None and warning not in warnings:
+                warnings.append(warning)
     for warning in warnings:
         print(f"diffusion-curriculum: warning: {warning}", file=sys.stderr)
     auto = _auto_evaluator(grid, out, progress=sys.stderr.isatty())
