@@ -66,6 +66,10 @@ class VerdictPlan:
     primary: tuple[str, ...] = ("loss",)
     test: str = "t"
     per_cluster: str | None = None  # probe.jsonl's per-cluster key for E2: excess_error or heldout_cluster_loss
+    family: tuple[str, ...] | None = None  # the methods Holm's correction covers (None: every comparison)
+    holm: str = "joint"  # one Holm family over endpoints x methods, or one per endpoint ("per_endpoint")
+    decide: str | None = None  # the endpoint the decision rule reads (helps / hurts / no effect / undecided)
+    margin: float = 0.10  # the decision rule's equivalence margin: no effect within 1/(1 + margin)..1 + margin
 
 
 _GRID_KEYS |= {"launcher", "slurm"}  # where the runs run: local worker processes or Slurm jobs (docs/experiments.md)
@@ -335,7 +339,10 @@ def load_grid(path: str | Path) -> GridConfig:
         raise ConfigError(f"aa_seed_offset: expected an integer above every seed (disjoint seeds), got {short(offset)}")
     if "every" not in ev:
         raise ConfigError("eval.every: required (evaluate every this many steps)")
-    verdict_plan(raw.get("verdict"))  # refused now, before any run, if it is not a plan
+    plan = verdict_plan(raw.get("verdict"))  # refused now, before any run, if it is not a plan
+    for label in plan.family or ():
+        if label not in methods or label == "none":
+            raise ConfigError(f"verdict.family: {label!r} is not a method of this grid other than the baseline")
     workers = raw.get("workers", 1)
     if not (isinstance(workers, int) and workers >= 1):
         raise ConfigError(f"workers: expected a positive integer, got {short(workers)}")
@@ -426,6 +433,8 @@ def _methods(entries: list) -> dict[str, Method]:
 
 
 _PER_CLUSTER = ("excess_error", "heldout_cluster_loss")
+_HOLM = ("joint", "per_endpoint")
+_PLAN_KEYS = ("primary", "test", "per_cluster", "family", "holm", "decide", "margin")
 
 
 def verdict_plan(value: Any) -> VerdictPlan:
@@ -433,8 +442,8 @@ def verdict_plan(value: Any) -> VerdictPlan:
     :class:`~..errors.ConfigError` naming what is wrong; load_grid checks it, the report reads it."""
     if value is None:
         return VerdictPlan()
-    if not isinstance(value, dict) or set(value) - {"primary", "test", "per_cluster"}:
-        raise ConfigError(f"verdict: expected a mapping with keys primary, test, per_cluster, got {short(value)}")
+    if not isinstance(value, dict) or set(value) - set(_PLAN_KEYS):
+        raise ConfigError(f"verdict: expected a mapping with keys {', '.join(_PLAN_KEYS)}, got {short(value)}")
     primary = value.get("primary", ["loss"])
     if not isinstance(primary, list) or not primary or not all(e in ENDPOINTS for e in primary):
         raise ConfigError(f"verdict.primary: expected a list of endpoints out of {', '.join(ENDPOINTS)}")
@@ -448,7 +457,25 @@ def verdict_plan(value: Any) -> VerdictPlan:
         raise ConfigError(f"verdict.per_cluster: expected one of {', '.join(_PER_CLUSTER)}, got {short(per_cluster)}")
     if "e2" in primary and per_cluster is None:
         raise ConfigError("verdict.per_cluster: required for e2 (the probe's per-cluster curve: excess_error on gmm)")
-    return VerdictPlan(tuple(primary), test, per_cluster)
+    family = value.get("family")
+    if family is not None and not (
+        isinstance(family, list)
+        and family
+        and all(isinstance(m, str) for m in family)
+        and len(set(family)) == len(family)
+    ):
+        raise ConfigError(f"verdict.family: expected a list of distinct method labels, got {short(family)}")
+    holm = value.get("holm", "joint")
+    if holm not in _HOLM:
+        raise ConfigError(f"verdict.holm: expected one of {', '.join(_HOLM)}, got {short(holm)}")
+    decide, margin = value.get("decide"), value.get("margin", 0.10)
+    if decide is not None and decide not in primary:
+        raise ConfigError(f"verdict.decide: expected a primary endpoint ({', '.join(primary)}), got {short(decide)}")
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 < margin < 1:
+        raise ConfigError(f"verdict.margin: expected a fraction in (0, 1), got {short(margin)}")
+    return VerdictPlan(
+        tuple(primary), test, per_cluster, None if family is None else tuple(family), holm, decide, float(margin)
+    )
 
 
 # Set by a method's name and parameters, or by the grid for the difficulty study: not per-method keys.

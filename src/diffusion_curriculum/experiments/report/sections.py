@@ -28,7 +28,7 @@ from .results import (
     metric_label,
 )
 from .tables import curriculum_table, other_table, primary_table, ratio_table, stage_cause_table, verdict_table
-from .verdict import Verdict, decision, per_cluster_key, sentence, speed_cell, verdict
+from .verdict import Verdict, decision, per_cluster_key, rule_cell, sentence, speed_cell, verdict
 
 __all__ = ["build_document", "plain_sentences"]
 
@@ -58,12 +58,27 @@ def plain_sentences(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[st
         parts = []
         for e in v.primary:
             r = c.endpoints[e]
+            if e not in c.holm:  # outside the plan's Holm family: no decision, an unadjusted p
+                parts.append(f"{v.names[e]} {speed_cell(r)} (secondary, unadjusted p {fmt_p(r['p'], r['p_reason'])})")
+                continue
             outcome = decision(r, c.holm.get(e))
             p = c.holm.get(e)
             tested = f"Holm p {fmt_p(p)}" if p is not None else fmt_p(None, r["p_reason"])
             parts.append(f"{v.names[e]} {speed_cell(r)}, {outcome} ({tested})")
+        if c.rule is not None:
+            parts.append(f"by the preset's decision rule on {v.names[v.plan.decide]}: {rule_cell(c.rule)}")
         out.append(text + "; ".join(parts) + ".")
     return out
+
+
+def _family_text(v: Verdict) -> str:
+    """Which comparisons Holm's family holds, when the plan names them or splits them by endpoint."""
+    parts = []
+    if v.plan.family is not None:
+        parts.append("of " + ", ".join(f"`{m}`" for m in v.plan.family))
+    if v.plan.holm == "per_endpoint" and len(v.primary) > 1:
+        parts.append("one family per endpoint")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _summary(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[Block]:
@@ -99,11 +114,20 @@ def _summary(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[Block]:
             f"Primary endpoints, fixed in the preset before any run: {primary}; one test each (the paired t-test on "
             "log steps, or the sign test where seeds were censored), "
             + (
-                f"Holm's correction over {v.family} primary p-values (its first step at α = {v.alpha:.2g}). "
+                f"Holm's correction over {v.family} primary p-values{_family_text(v)} (its first step at α = "
+                f"{v.alpha:.2g}). "
                 if v.family
                 else f"but no primary p-value (fewer than {MIN_SEEDS_FOR_P} pairs, or no spread). "
             )
         )
+        if v.plan.decide is not None:
+            m = f"{v.plan.margin:.0%}"
+            lead += (
+                f"Decision rule on {v.names[v.plan.decide]}, fixed in the preset: helps if the 95% interval lies above "
+                f"1x with Holm p < 0.05, hurts if below, no effect within ±{m} if the interval lies inside "
+                f"{1 / (1 + v.plan.margin):.2f}–{1 + v.plan.margin:.2f}x (two one-sided tests), else undecided, with "
+                "the seeds that would decide it if the spread seen held. "
+            )
         lead += (
             "Shown after the correction: " + "; ".join(shown) + "."
             if shown

@@ -7,7 +7,7 @@ import numpy as np
 from ..stats import final_value, mean_std
 from .document import Table
 from .results import BASELINE, Cell, Grid, against_baseline, fmt_num, fmt_p, fmt_pm, metric_label
-from .verdict import Verdict, fmt_ci, pairs_cell, speed_cell
+from .verdict import Verdict, fmt_ci, pairs_cell, rule_cell, speed_cell
 
 __all__ = [
     "curriculum_table",
@@ -64,15 +64,18 @@ def verdict_table(grid: Grid, v: Verdict) -> Table:
             "Holm p" if e in v.primary else "p (unadjusted)",
         ]
     header.append(f"{grid.metric_name(grid.metric)} at step {v.budget}: method / baseline (95% CI)")
+    if v.plan.decide is not None:
+        header.append(f"decision on {v.names[v.plan.decide]} (the preset's rule)")
     rows = []
     for c in v.comparisons:
         label = f"`{c.method}`" + (" (paired A/A)" if c.paired_aa else "")
         row = [label] + ([f"`{c.weighting}`"] if multi else [])
         for e in v.endpoints:
             r = c.endpoints[e]
-            p = c.holm.get(e) if e in v.primary else r["p"]
+            p = c.holm[e] if e in c.holm else r["p"]
             test = {"t": " (t)", "sign": " (sign test)"}.get(r["test"] or "", "") if p is not None else ""
-            row += [speed_cell(r), pairs_cell(r), fmt_p(p, r["p_reason"]) + test]
+            outside = " (unadjusted: outside the family)" if e in v.primary and e not in c.holm else ""
+            row += [speed_cell(r), pairs_cell(r), fmt_p(p, r["p_reason"]) + test + outside]
         f = c.final
         if f is None or f["effect"] is None:
             row.append("—")
@@ -81,6 +84,8 @@ def verdict_table(grid: Grid, v: Verdict) -> Table:
             row.append(f"{f['effect']:.3g}x ({spread})")
         else:
             row.append(f"Δ {fmt_num(f['effect'])}")
+        if v.plan.decide is not None:
+            row.append(rule_cell(c.rule))
         rows.append(row)
     return Table(header, rows)
 

@@ -15,8 +15,9 @@ instrument's noise floor and sets the speed-up the grid could detect.
 
 from __future__ import annotations
 
+import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..grid import VerdictPlan, verdict_plan
@@ -24,6 +25,7 @@ from ..stats import (
     MIN_SEEDS_FOR_P,
     balanced_pair_steps,
     detectable_speedup,
+    finite,
     holm,
     pair_steps,
     ratio_at_step,
@@ -40,6 +42,9 @@ __all__ = [
     "fmt_ci",
     "pairs_cell",
     "per_cluster_key",
+    "rule_cell",
+    "rule_decision",
+    "seeds_to_decide",
     "sentence",
     "speed_cell",
     "verdict",
@@ -63,8 +68,9 @@ class Comparison:
     method: str
     endpoints: dict[str, dict[str, Any]]  # endpoint -> stats.speedup_from_pairs
     final: dict[str, Any] | None  # stats.ratio_at_step of the sample metric at the end of the budget (secondary)
-    holm: dict[str, float | None]  # primary endpoint -> its Holm-adjusted p
+    holm: dict[str, float | None]  # primary endpoint -> its Holm-adjusted p (only for a method in the family)
     paired_aa: bool = False  # the uniform baseline with another timestep stream: the instrument's check
+    rule: dict[str, Any] | None = None  # the preset's decision rule on its endpoint (:func:`rule_decision`)
 
 
 @dataclass
@@ -77,9 +83,10 @@ class Verdict:
     endpoints: tuple[str, ...]  # those measured, primary first
     names: dict[str, str]  # each endpoint in words
     comparisons: list[Comparison]
-    family: int  # primary p-values Holm's correction covers
+    family: int  # primary p-values Holm's correction covers (in its largest family, with per-endpoint families)
     detectable: dict[str, dict[str, float | None]]  # weighting -> endpoint -> smallest detectable speed-up
     detectable_from: dict[str, str]  # weighting -> whose paired spread it comes from
+    plan: VerdictPlan = field(default_factory=VerdictPlan)
 
     @property
     def alpha(self) -> float:
@@ -165,12 +172,20 @@ def verdict(grid: Grid) -> Verdict | None:
                 budget,
             )
             comparisons.append(Comparison(w, m, results, final if final["n"] else None, {}, m in aa_labels))
-    # One family: the primary test's p-value of every primary endpoint of every comparison.
-    slots = [(c, e) for c in comparisons for e in primary]
-    for (c, e), p in zip(slots, holm([c.endpoints[e]["p"] for c, e in slots]), strict=True):
-        c.holm[e] = p
-    family = sum(c.endpoints[e]["p"] is not None for c, e in slots)
-    v = Verdict(budget, grid.target_fraction, primary, endpoints, names, comparisons, family, {}, {})
+    # Holm's family: the primary test's p-value of every primary endpoint of every comparison the plan names
+    # (all of them unless it lists a family), as one family or one per endpoint.
+    plan = _plan(grid)
+    slots = [(c, e) for c in comparisons if plan.family is None or c.method in plan.family for e in primary]
+    families = [slots] if plan.holm == "joint" else [[s for s in slots if s[1] == e] for e in primary]
+    for group in families:
+        for (c, e), p in zip(group, holm([c.endpoints[e]["p"] for c, e in group]), strict=True):
+            c.holm[e] = p
+    family = max((sum(c.endpoints[e]["p"] is not None for c, e in group) for group in families), default=0)
+    v = Verdict(budget, grid.target_fraction, primary, endpoints, names, comparisons, family, {}, {}, plan)
+    if plan.decide in primary:
+        for c in comparisons:
+            if plan.decide in c.holm:
+                c.rule = rule_decision(c.endpoints[plan.decide], c.holm[plan.decide], plan.margin, v.alpha)
     for w in grid.weightings:
         mine = [c for c in comparisons if c.weighting == w]
         aa = [c for c in mine if c.paired_aa]
@@ -251,11 +266,12 @@ def describe(r: dict[str, Any], what: str) -> str:
 def _test_text(v: Verdict, c: Comparison, e: str) -> str:
     r = c.endpoints[e]
     test = {"t": "paired t-test on log steps", "sign": "sign test on who reached it first"}.get(r["test"] or "", "")
-    if e in v.primary:
+    if e in c.holm:
         if r["p"] is None:
             return f"primary, {test}: {fmt_p(None, r['p_reason'])}"
         return f"primary, {test}, Holm p {fmt_p(c.holm.get(e))}"
-    return f"secondary, {test}, unadjusted p {fmt_p(r['p'], r['p_reason'])}"
+    role = "secondary (outside the Holm family)" if e in v.primary else "secondary"
+    return f"{role}, {test}, unadjusted p {fmt_p(r['p'], r['p_reason'])}"
 
 
 def sentence(v: Verdict, c: Comparison, metric: str) -> str:
@@ -313,8 +329,8 @@ def verdict_record(grid: Grid, v: Verdict) -> dict[str, Any]:
         out.update(
             ci=None if r["ci"] is None else list(r["ci"]),
             range=None if r["range"] is None else list(r["range"]),
-            primary=e in v.primary,
-            p=c.holm.get(e) if e in v.primary else r["p"],
+            primary=e in c.holm,
+            p=c.holm[e] if e in c.holm else r["p"],
             p_reason=r["p_reason"],
         )
         return out
@@ -342,11 +358,16 @@ def verdict_record(grid: Grid, v: Verdict) -> dict[str, Any]:
         "holm_alpha": v.alpha,
         "detectable_speedup": v.detectable,
         "detectable_from": v.detectable_from,
+        "holm": v.plan.holm,
+        "family": None if v.plan.family is None else list(v.plan.family),
+        "decide": v.plan.decide,
+        "margin": v.plan.margin,
         "comparisons": [
             {
                 "weighting": c.weighting,
                 "method": c.method,
                 "paired_aa": c.paired_aa,
+                "rule": c.rule,
                 "endpoints": {e: endpoint(c, e) for e in v.endpoints},
                 "final": at_budget(c.final),
             }
@@ -368,3 +389,54 @@ def decision(r: dict[str, Any], p: float | None) -> str:
     if r["kind"] == "lower_bound" and r["speedup"] > 1 and r["faster"] > r["slower"]:
         return "faster"
     return "not shown"
+
+
+def seeds_to_decide(mean_log: float, sd_log: float, margin: float, alpha: float, most: int = 10_000) -> int | None:
+    """The fewest pairs at which, if the mean and spread of the paired log speed-ups seen so far held, the
+    interval would decide: a (1 - ``alpha``) t interval that excludes 1x (an effect), or a 95% one that lies inside
+    the equivalence margin (no effect within ``margin``). A plug-in estimate from the pairs at hand (the
+    report's intervals are bootstrap-t; the t interval is the usual planning approximation); None beyond
+    ``most`` pairs or without a spread."""
+    from scipy.stats import t
+
+    if not (finite(mean_log) and finite(sd_log)) or sd_log <= 0:
+        return None
+    effect, room = abs(mean_log), math.log1p(margin) - abs(mean_log)
+    for n in range(2, most + 1):
+        half = sd_log / math.sqrt(n)
+        if t.ppf(1 - alpha / 2, n - 1) * half < effect or (room > 0 and t.ppf(0.975, n - 1) * half < room):
+            return n
+    return None
+
+
+def rule_decision(r: dict[str, Any], p: float | None, margin: float, alpha: float) -> dict[str, Any]:
+    """A preset's decision rule on one endpoint of one method in its Holm family, fixed before any run:
+
+    - "helps": the speed-up's 95% interval lies above 1x and its Holm-adjusted p is below 0.05 (a bound: its
+      direction, the sign test's Holm p and the pairs agree, as in :func:`decision`);
+    - "hurts": the same below 1x;
+    - "no effect within +-margin": the 95% interval lies inside 1/(1 + margin)..(1 + margin) (two one-sided
+      tests, each at 2.5%);
+    - otherwise "undecided", with the pairs that would decide it (:func:`seeds_to_decide`, at Holm's first-step
+      level ``alpha`` for an effect) where an estimate gives a spread; a bound gives none.
+    """
+    outcome = decision(r, p)
+    if outcome != "not shown":
+        return {"decision": "helps" if outcome == "faster" else "hurts", "seeds_needed": None}
+    ci = r["ci"]
+    if r["kind"] == "estimate" and ci is not None and 1 / (1 + margin) <= ci[0] and ci[1] <= 1 + margin:
+        return {"decision": f"no effect within ±{margin:.0%}", "seeds_needed": None}
+    needed = None
+    if r["kind"] == "estimate" and r.get("sd_log") is not None:
+        needed = seeds_to_decide(math.log(r["speedup"]), r["sd_log"], margin, alpha)
+    return {"decision": "undecided", "seeds_needed": needed}
+
+
+def rule_cell(rule: dict[str, Any] | None) -> str:
+    """The decision rule's outcome as a table shows it."""
+    if rule is None:
+        return "—"
+    if rule["decision"] != "undecided":
+        return rule["decision"]
+    n = rule["seeds_needed"]
+    return "undecided" + (f", about {n} seeds would decide it" if n is not None else "")
