@@ -182,3 +182,33 @@ def test_a_fraction_too_short_for_its_stages_is_refused_in_one_line(capsys):
 def test_budget_stage_lengths_split_the_phase_as_evenly_as_whole_steps_allow(phase, stages):
     lengths = budget_stage_lengths(phase, stages)
     assert sum(lengths) == phase and len(lengths) == stages and max(lengths) - min(lengths) <= 1
+
+
+def test_the_curriculum_gmm_preset_is_the_protocol_its_comment_fixes():
+    """Grid A of issue 33: fresh seeds, the three budget fractions as fixed pacing ending at 200, 400 and 800 of
+    4,000 steps, hard-to-easy at 10%, at least 40 evaluations, Holm over the four easy-to-hard arms per
+    endpoint and the decision rule on E1."""
+    from pathlib import Path
+
+    import yaml
+
+    from diffusion_curriculum.assembly import build_pacing
+    from diffusion_curriculum.experiments import load_grid, preset_path
+    from diffusion_curriculum.experiments.grid import verdict_plan
+
+    grid = load_grid(preset_path("curriculum_gmm"))
+    assert set(grid.seeds) == set(range(6000, 6016))
+    assert not set(grid.seeds) & (set(load_grid(preset_path("gmm")).seeds) | set(range(1000, 1016)))
+    assert grid.budget // grid.eval_every >= 40
+    ends = {}
+    for spec in grid.runs():
+        config = grid.run_config(spec, Path("/tmp/unused"), resolve=False)
+        pacing = build_pacing(config)
+        if pacing is not None and spec.seed == 6000:
+            ends[spec.method] = (config.curriculum.order, pacing_span(pacing, config.curriculum.n_clusters - 1))
+    assert ends["e2h_5"] == ("easy_to_hard", (200, 200)) and ends["e2h_10"] == ("easy_to_hard", (400, 400))
+    assert ends["e2h_20"] == ("easy_to_hard", (800, 800)) and ends["h2e_10"] == ("hard_to_easy", (400, 400))
+    assert ends["easy_to_hard"][0] == "easy_to_hard" and ends["easy_to_hard"][1][1] == 9 * 240  # the adaptive replica
+    plan = verdict_plan(yaml.safe_load(preset_path("curriculum_gmm").read_text())["verdict"])
+    assert plan.family == ("e2h_5", "e2h_10", "e2h_20", "easy_to_hard") and plan.holm == "per_endpoint"
+    assert (plan.decide, plan.margin, plan.primary) == ("e1", 0.1, ("e1", "e2"))

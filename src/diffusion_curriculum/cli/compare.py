@@ -23,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     source = compare.add_mutually_exclusive_group()
     source.add_argument(
         "--preset",
-        help="smoke, quick (default), gmm, digits, aa, samplers, samplers_digits, uncond, class, text or gpu",
+        help=(
+            "smoke, quick (default), gmm, curriculum_gmm, digits, aa, samplers, samplers_digits, uncond, class, "
+            "text or gpu"
+        ),
     )
     source.add_argument("--config", type=Path, help="a grid YAML file (see the presets for the format)")
     compare.add_argument("--out", type=Path, help="output folder (default runs/compare_<name>)")

@@ -36,7 +36,20 @@ __all__ = [
     "verdict_plan",
 ]
 
-PRESETS = ("smoke", "quick", "gmm", "digits", "aa", "uncond", "class", "text", "gpu", "samplers", "samplers_digits")
+PRESETS = (
+    "smoke",
+    "quick",
+    "gmm",
+    "curriculum_gmm",
+    "digits",
+    "aa",
+    "uncond",
+    "class",
+    "text",
+    "gpu",
+    "samplers",
+    "samplers_digits",
+)
 _GRID_KEYS = {
     "name",
     "base",
