@@ -184,31 +184,64 @@ def test_budget_stage_lengths_split_the_phase_as_evenly_as_whole_steps_allow(pha
     assert sum(lengths) == phase and len(lengths) == stages and max(lengths) - min(lengths) <= 1
 
 
-def test_the_curriculum_gmm_preset_is_the_protocol_its_comment_fixes():
-    """Grid A of issue 33: fresh seeds, the three budget fractions as fixed pacing ending at 200, 400 and 800 of
-    4,000 steps, hard-to-easy at 10%, at least 40 evaluations, Holm over the four easy-to-hard arms per
-    endpoint and the decision rule on E1."""
+def _arm_ends(name: str) -> tuple[object, dict[str, tuple[str, tuple[int, int | None]]]]:
+    """A preset's grid and, per curriculum arm of its first seed, its order and pacing span."""
     from pathlib import Path
-
-    import yaml
 
     from diffusion_curriculum.assembly import build_pacing
     from diffusion_curriculum.experiments import load_grid, preset_path
-    from diffusion_curriculum.experiments.grid import verdict_plan
 
-    grid = load_grid(preset_path("curriculum_gmm"))
-    assert set(grid.seeds) == set(range(6000, 6016))
-    assert not set(grid.seeds) & (set(load_grid(preset_path("gmm")).seeds) | set(range(1000, 1016)))
-    assert grid.budget // grid.eval_every >= 40
+    grid = load_grid(preset_path(name))
     ends = {}
     for spec in grid.runs():
         config = grid.run_config(spec, Path("/tmp/unused"), resolve=False)
         pacing = build_pacing(config)
-        if pacing is not None and spec.seed == 6000:
-            ends[spec.method] = (config.curriculum.order, pacing_span(pacing, config.curriculum.n_clusters - 1))
+        if pacing is not None and spec.seed == grid.seeds[0]:
+            cur = config.curriculum
+            ends[spec.method] = (cur.order, pacing_span(pacing, cur.n_clusters - 1))
+    return grid, ends
+
+
+def _plan_of(name: str):
+    import yaml
+
+    from diffusion_curriculum.experiments import preset_path
+    from diffusion_curriculum.experiments.grid import verdict_plan
+
+    return verdict_plan(yaml.safe_load(preset_path(name).read_text())["verdict"])
+
+
+def test_the_curriculum_gmm_preset_is_the_protocol_its_comment_fixes():
+    """Grid A of issue 33: fresh seeds, the three budget fractions as fixed pacing ending at 200, 400 and 800 of
+    4,000 steps, hard-to-easy at 10%, at least 40 evaluations, Holm over the four easy-to-hard arms per
+    endpoint and the decision rule on E1."""
+    from diffusion_curriculum.experiments import load_grid, preset_path
+
+    grid, ends = _arm_ends("curriculum_gmm")
+    assert set(grid.seeds) == set(range(6000, 6016))
+    assert not set(grid.seeds) & (set(load_grid(preset_path("gmm")).seeds) | set(range(1000, 1016)))
+    assert grid.budget // grid.eval_every >= 40
     assert ends["e2h_5"] == ("easy_to_hard", (200, 200)) and ends["e2h_10"] == ("easy_to_hard", (400, 400))
     assert ends["e2h_20"] == ("easy_to_hard", (800, 800)) and ends["h2e_10"] == ("hard_to_easy", (400, 400))
     assert ends["easy_to_hard"][0] == "easy_to_hard" and ends["easy_to_hard"][1][1] == 9 * 240  # the adaptive replica
-    plan = verdict_plan(yaml.safe_load(preset_path("curriculum_gmm").read_text())["verdict"])
+    plan = _plan_of("curriculum_gmm")
     assert plan.family == ("e2h_5", "e2h_10", "e2h_20", "easy_to_hard") and plan.holm == "per_endpoint"
     assert (plan.decide, plan.margin, plan.primary) == ("e1", 0.1, ("e1", "e2"))
+
+
+@pytest.mark.parametrize(
+    ("name", "seeds", "clusters"), [("curriculum_digits", range(7000, 7010), 10), ("gpu", range(7100, 7110), 20)]
+)
+def test_grid_b_and_its_gpu_version_are_the_protocol_their_comments_fix(name, seeds, clusters):
+    """Grid B (digits) and its class-conditional GPU version: 10 fresh seeds, easy-to-hard and hard-to-easy
+    unlocked at exactly 10% of the budget, adaptive pacing done by 20% at the latest, at least 16 FID
+    evaluations, Holm over the two easy-to-hard arms per endpoint, the decision rule on E1."""
+    grid, ends = _arm_ends(name)
+    assert list(grid.seeds) == list(seeds) and grid.budget // grid.eval_every >= 16
+    tenth = round(0.1 * grid.budget)
+    assert ends["e2h_10"] == ("easy_to_hard", (tenth, tenth)) and ends["h2e_10"] == ("hard_to_easy", (tenth, tenth))
+    order, (_, latest) = ends["e2h_adaptive_20"]
+    assert order == "easy_to_hard" and latest <= round(0.2 * grid.budget)
+    plan = _plan_of(name)
+    assert plan.family == ("e2h_10", "e2h_adaptive_20") and (plan.holm, plan.decide) == ("per_endpoint", "e1")
+    assert grid.base["curriculum"]["n_clusters"] == clusters

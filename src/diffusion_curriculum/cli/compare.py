@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--preset",
         help=(
-            "smoke, quick (default), gmm, curriculum_gmm, digits, aa, samplers, samplers_digits, uncond, class, "
-            "text or gpu"
+            "smoke, quick (default), gmm, curriculum_gmm, digits, curriculum_digits, aa, samplers, samplers_digits, "
+            "uncond, class, text or gpu"
         ),
     )
     source.add_argument("--config", type=Path, help="a grid YAML file (see the presets for the format)")

@@ -42,6 +42,7 @@ PRESETS = (
     "gmm",
     "curriculum_gmm",
     "digits",
+    "curriculum_digits",
     "aa",
     "uncond",
     "class",
