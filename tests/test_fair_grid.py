@@ -136,7 +136,10 @@ def test_a_tiny_grid_with_three_pacings_and_the_paired_aa_arm_reports_each_arm_u
         "{name: easy_to_hard, label: e2h_linear, curriculum: {pacing: linear, budget_fraction: 0.2}}, "
         "{name: easy_to_hard, label: e2h_adaptive, curriculum: {patience: 2, ema: null}}]"
     )
-    grid = _grid(tmp_path, methods, "verdict: {primary: [e2], per_cluster: excess_error}\nworkers: 1\n")
+    plan = (
+        "{primary: [e2], per_cluster: excess_error, family: [e2h_linear, e2h_adaptive], holm: per_endpoint, decide: e2}"
+    )
+    grid = _grid(tmp_path, methods, f"verdict: {plan}\nworkers: 1\n")
     text = grid.read_text().replace("every: 10, n: 50, steps: 3", "every: 20, n: 50, steps: 3, dense_every: 10")
     grid.write_text(text)
     assert main(["compare", "--config", str(grid), "--out", str(tmp_path / "out")]) == 0
@@ -150,7 +153,14 @@ def test_a_tiny_grid_with_three_pacings_and_the_paired_aa_arm_reports_each_arm_u
     rows = {c["method"]: c for c in record["comparisons"]}
     assert set(rows) == {"uniform_aa", "e2h_never", "e2h_linear", "e2h_adaptive"}
     assert rows["uniform_aa"]["paired_aa"] and not any(rows[m]["paired_aa"] for m in rows if m != "uniform_aa")
-    assert record["primary"] == ["e2"] and all(c["endpoints"]["e2"]["primary"] for c in rows.values())
+    assert record["primary"] == ["e2"] and (record["family"], record["decide"]) == (
+        ["e2h_linear", "e2h_adaptive"],
+        "e2",
+    )
+    # Holm's family and the decision rule cover the arms the plan names; the others are secondary (one seed: no p)
+    family = {m for m, c in rows.items() if c["endpoints"]["e2"]["primary"]}
+    assert family == {m for m, c in rows.items() if c["rule"] is not None} == {"e2h_linear", "e2h_adaptive"}
+    assert rows["e2h_linear"]["rule"]["decision"] == "undecided"
     runs = tmp_path / "out" / "runs"
     stages = {
         label: [json.loads(line)["stage"] for line in (runs / f"{label}-none-s0" / "metrics.jsonl").open()]
@@ -163,6 +173,10 @@ def test_a_tiny_grid_with_three_pacings_and_the_paired_aa_arm_reports_each_arm_u
     for label in ("e2h_never", "e2h_linear", "e2h_adaptive"):
         assert f"| `{label}` |" in md
     assert "| `uniform_aa` (paired A/A) |" in md and "s0: never" in md
+    assert (
+        "Decision rule on E2, balanced denoising, fixed in the preset" in md
+        and "(unadjusted: outside the family)" in md
+    )
 
 
 def test_a_partial_reports_warning_names_a_few_unfinished_runs_and_counts_the_rest():
