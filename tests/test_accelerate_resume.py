@@ -21,12 +21,13 @@ from diffusion_curriculum import (
     DiscreteSchedule,
     LearningProgressSampler,
     LossImportance,
+    VarianceImportance,
     cluster_timesteps,
 )
 from diffusion_curriculum.errors import UserError
 
 CLUSTERS = cluster_timesteps(DiscreteSchedule.linear(60), 4)
-NAMES = ("curriculum", "learning_progress", "loss_importance")
+NAMES = ("curriculum", "learning_progress", "loss_importance", "variance_importance")
 BEFORE, AFTER = 40, 30  # steps before the checkpoint, and compared after it
 BATCH = 16
 
@@ -36,6 +37,8 @@ def _make(name: str, seed: int = 5):
         return CurriculumSampler(CLUSTERS, AdaptivePacing(patience=2, ema=0.0), seed=seed)
     if name == "learning_progress":
         return LearningProgressSampler(CLUSTERS, total_steps=200, min_horizon=3, seed=seed)
+    if name == "variance_importance":  # its world size from torch.distributed: 2 in the workers, else 1
+        return VarianceImportance(CLUSTERS, history=2, seed=seed)
     return LossImportance(CLUSTERS, history=2, seed=seed)
 
 

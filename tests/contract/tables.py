@@ -180,6 +180,8 @@ SAMPLER_EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "loss_importance": [{"history": 2}, {"per_timestep": False, "uniform_prob": 0.1}],
     "logit_normal": [{}, {"loc": 0.5, "scale": 2.0}],
     "matched_marginal": [{"shares": [0.1, 0.2, 0.3, 0.2, 0.2]}, {"shares": [0, 0, 3, 0, 1]}],
+    # world sizes above 1: the contract builds rank 1 too, which a single process holds only as one of several
+    "variance_importance": [{"world_size": 2}, {"history": 3, "min_ess": 0.9, "world_size": 4}],
 }
 
 _NOT_FRACTIONS = [-0.1, 1.5, NAN, "0.5"]
@@ -230,6 +232,15 @@ SAMPLER_BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"shares": [0, 0, 0, 0, 0]}, "shares"),
         ({"shares": [1, 1, 1, 1, NAN]}, "shares"),
         ({"shares": "equal"}, "shares"),
+    ],
+    "variance_importance": [
+        ({"history": 0}, "history"),
+        ({"history": 2.5}, "history"),
+        ({"min_ess": 0.0}, "min_ess"),
+        ({"min_ess": 1.5}, "min_ess"),
+        ({"min_ess": NAN}, "min_ess"),
+        ({"world_size": 0}, "world_size"),
+        ({"world_size": 1, "rank": 1}, "world_size"),
     ],
 }
 

@@ -69,7 +69,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curriculum", choices=("easy_to_hard", "hard_to_easy", "random", "none"))
     p.add_argument(
         "--sampler",
-        choices=("curriculum", "learning_progress", "speed", "loss_importance", "logit_normal", "matched_marginal"),
+        choices=(
+            "curriculum",
+            "learning_progress",
+            "speed",
+            "loss_importance",
+            "logit_normal",
+            "matched_marginal",
+            "variance_importance",
+        ),
         help="timestep sampler (curriculum.sampler; its parameters: --set curriculum.sampler_params={...})",
     )
     p.add_argument("--n-clusters", "--clusters", dest="clusters", type=positive_int, help="number of clusters N")

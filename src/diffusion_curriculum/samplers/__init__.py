@@ -24,6 +24,9 @@ name                 class                                        what
 ``logit_normal``     :class:`LogitNormal`                         SD3's logit-normal t (arXiv 2403.03206)
 ``matched_marginal`` :class:`MatchedMarginal`                     fixed cluster shares, e.g. a finished
                                                                   run's time-averaged ones
+``variance_importance`` :class:`VarianceImportance`              ours: variance-optimal importance
+                                                                  sampling over the clusters, nothing
+                                                                  to tune
 ==================== ============================================ ==========================================
 
 Like the rest of the core, this package imports only torch, numpy and the core.
@@ -40,6 +43,7 @@ from .curriculum import ORDERS, SIGNALS, CurriculumSampler
 from .learning_progress import LearningProgressSampler
 from .loss_importance import LossImportance
 from .static import LogitNormal, MatchedMarginal, SpeeD, time_averaged_shares
+from .variance_importance import VarianceImportance
 
 __all__ = [
     "ORDERS",
@@ -54,6 +58,7 @@ __all__ = [
     "NoiseSpaceSampler",
     "SpeeD",
     "TimestepSampler",
+    "VarianceImportance",
     "draw_seed",
     "rank_seed",
     "sampler_parameters",
@@ -69,12 +74,13 @@ SAMPLERS: dict[str, type] = {
     "loss_importance": LossImportance,
     "logit_normal": LogitNormal,
     "matched_marginal": MatchedMarginal,
+    "variance_importance": VarianceImportance,
 }
 """Every timestep sampler by name. The contract tests in tests/contract/ iterate over this registry
 and fail for a name that has no example arguments there."""
 
 # Constructor arguments that describe the noise space or the process, not the sampler's rule.
-_STRUCTURAL = ("self", "clusters", "density", "schedule", "seed", "rank")
+_STRUCTURAL = ("self", "clusters", "density", "schedule", "seed", "rank", "world_size")
 
 
 def sampler_parameters(name: str) -> tuple[str, ...]:

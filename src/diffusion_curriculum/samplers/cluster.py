@@ -136,6 +136,14 @@ class ClusterSampler(NoiseSpaceSampler):
         x = self.density.icdf(u)  # the icdf round trip may stray ~1e-12 past a bin's edge
         return torch.minimum(torch.maximum(x, lo), hi).to(dtype)
 
+    def _allocate(self, batch_size: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The bin of each of the batch's draws, stratified over the bins (:func:`~.base.stratified_counts`),
+        and a uniform number in [0, 1) for each, to place it within its bin."""
+        offset = float(torch.rand((), generator=g, dtype=_F64))
+        counts = stratified_counts(batch_size * self.bin_probs(), offset)
+        bins = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+        return bins, torch.rand(batch_size, generator=g, dtype=_F64)
+
     def sample(
         self,
         batch_size: int,
@@ -150,11 +158,7 @@ class ClusterSampler(NoiseSpaceSampler):
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
             raise UserError(f"batch_size must be an integer >= 0, got {batch_size!r}")
-        g = self._generator(generator)
-        offset = float(torch.rand((), generator=g, dtype=_F64))
-        counts = stratified_counts(batch_size * self.bin_probs(), offset)
-        bins = torch.repeat_interleave(torch.arange(counts.numel()), counts)
-        r = torch.rand(batch_size, generator=g, dtype=_F64)
+        bins, r = self._allocate(batch_size, self._generator(generator))
         levels = self._levels(self._quantiles(bins, r), bins, dtype)
         drawn = torch.bincount(self.cluster_of(levels), minlength=self.n_clusters)
         self.cluster_draws += drawn
