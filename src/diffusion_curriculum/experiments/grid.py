@@ -50,6 +50,7 @@ PRESETS = (
     "gpu",
     "samplers",
     "samplers_digits",
+    "variance_dev",
 )
 _GRID_KEYS = {
     "name",
