@@ -6,7 +6,7 @@ import numpy as np
 
 from ..stats import final_value, mean_std
 from .document import Table
-from .results import BASELINE, Cell, Grid, against_baseline, fmt_num, fmt_p, fmt_pm, metric_label
+from .results import BASELINE, Cell, Grid, Run, against_baseline, fmt_num, fmt_p, fmt_pm, metric_label
 from .verdict import Verdict, fmt_ci, pairs_cell, rule_cell, speed_cell
 
 __all__ = [
@@ -133,6 +133,7 @@ def curriculum_table(grid: Grid) -> Table | None:
             + ([f"`{w}`"] if len(grid.weightings) > 1 else [])
             + [
                 str(staged[0].stages[0][2]),
+                _planned_phase(staged[0], grid.budget),
                 fmt_pm(*mean_std(done), "{:.0f}") if done else "never",
                 # Adaptive pacing counts steps, not shares of the budget: on a short budget this is most of it.
                 f"{np.mean(done) / grid.budget:.0%}" if done and grid.budget else "–",
@@ -147,6 +148,7 @@ def curriculum_table(grid: Grid) -> Table | None:
         + (["weighting"] if len(grid.weightings) > 1 else [])
         + [
             "stages",
+            "every timestep in play by (as configured)",
             "all clusters unlocked at step (mean ± std)",
             "share of the budget",
             "runs that got there",
@@ -154,6 +156,34 @@ def curriculum_table(grid: Grid) -> Table | None:
         ]
     )
     return Table(header, rows)
+
+
+def _planned_phase(run: Run, budget: int | None) -> str:
+    """The step (or span of steps, for adaptive pacing) by which the run's configured pacing has every timestep
+    in play (:func:`~...pacing.pacing_span`), with its share of the budget; a dash when the run's config cannot
+    be read back."""
+    from ...assembly import build_pacing
+    from ...config import load_config
+    from ...errors import UserError
+    from ...pacing import pacing_span, stages_before_last
+
+    try:
+        config = load_config(run.dir / "config.yaml")
+        pacing = build_pacing(config)
+    except UserError:
+        return "–"
+    if pacing is None:
+        return "–"
+    earliest, latest = pacing_span(
+        pacing, stages_before_last(config.curriculum.n_clusters, config.curriculum.cumulative)
+    )
+
+    def at(step: int | None) -> str:
+        if step is None:
+            return "no bound"
+        return f"{step:,}" + (f" ({step / budget:.0%})" if budget else "")
+
+    return f"step {at(earliest)}" if earliest == latest else f"steps {at(earliest)} to {at(latest)}"
 
 
 def ratio_table(grid: Grid, key: str) -> Table | None:
