@@ -16,7 +16,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 CURRICULUM = "## Three lines in a diffusers training loop"
-RECOMMENDED = "## Recommended: loss importance sampling in diffusers' training loop"
+RECOMMENDED = "## Loss importance sampling in diffusers' training loop"
 
 
 def _recipe(heading: str = CURRICULUM) -> tuple[str, str, str]:
