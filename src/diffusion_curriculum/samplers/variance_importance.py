@@ -34,7 +34,7 @@ from torch import Tensor
 from ..distributed import all_reduce_sum
 from ..errors import UserError
 from ..schedules import ContinuousNoise
-from .base import check_int, check_real, draw_seed, stratified_counts
+from .base import check_int, check_real, draw_seed
 from .cluster import ClusterSampler
 
 __all__ = ["VarianceImportance", "ess_fraction", "mix_for_ess"]
@@ -149,14 +149,8 @@ class VarianceImportance(ClusterSampler):
     def _allocate(self, batch_size: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         """The global batch of ``world_size`` x ``batch_size`` draws, stratified over the bins, of which this
         rank keeps every ``world_size``-th from its rank on (each rank's share spread over the bins)."""
-        if self.world_size == 1:
-            return super()._allocate(batch_size, g)
-        total = batch_size * self.world_size
-        offset = float(torch.rand((), generator=g, dtype=_F64))
-        counts = stratified_counts(total * self.bin_probs(), offset)
-        bins = torch.repeat_interleave(torch.arange(counts.numel()), counts)
-        r = torch.rand(total, generator=g, dtype=_F64)
-        mine = slice(self.rank, total, self.world_size)
+        bins, r = super()._allocate(batch_size * self.world_size, g)
+        mine = slice(self.rank, batch_size * self.world_size, self.world_size)
         return bins[mine], r[mine]
 
     # ----- learning -----------------------------------------------------------------------------------
