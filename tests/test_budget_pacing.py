@@ -9,15 +9,22 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from diffusion_curriculum.assembly import build_objective, build_sampler
 from diffusion_curriculum.cli import main
 from diffusion_curriculum.config import ConfigError, load_config
-from diffusion_curriculum.pacing import AdaptivePacing, budget_stage_lengths, pacing_span
+from diffusion_curriculum.pacing import (
+    AdaptivePacing,
+    budget_stage_lengths,
+    first_comparison_step,
+    pacing_span,
+    shortest_adaptive_stage,
+)
 
 BATCH = 16
+EMA = load_config().curriculum.ema  # the default smoothing, which these configs keep
 
 
 def _sampler(pacing: str, fraction: float, max_steps: int, n_clusters: int, **curriculum):
@@ -84,14 +91,23 @@ def test_fixed_and_linear_pacing_put_every_timestep_in_play_at_exactly_the_budge
     n_clusters=st.integers(2, 6),
     noisy=st.booleans(),
 )
+@example(fraction=0.1, max_steps=480, n_clusters=5, noisy=True)  # cap 12: a quarter (3) could not fire, 2 can
+@example(fraction=0.1, max_steps=400, n_clusters=5, noisy=False)  # cap 10: under the EMA warm-up plus one step
 def test_adaptive_pacing_puts_every_timestep_in_play_by_the_budget_fraction_at_the_latest(
     fraction, max_steps, n_clusters, noisy
 ):
     phase = round(fraction * max_steps)
-    sampler = _sampler("adaptive", fraction, max_steps, n_clusters)
     cap = math.floor(fraction * max_steps / (n_clusters - 1))
+    warm_up = first_comparison_step(EMA)
+    if cap < warm_up + 1:  # no patience can end a stage before the cap: refused, naming the fraction
+        with pytest.raises(ConfigError, match=r"^curriculum\.budget_fraction: adaptive pacing cannot fire"):
+            _sampler("adaptive", fraction, max_steps, n_clusters)
+        return
+    sampler = _sampler("adaptive", fraction, max_steps, n_clusters)
     assert isinstance(sampler.pacing, AdaptivePacing) and sampler.pacing.max_steps_per_stage == cap
-    assert sampler.pacing.patience == max(1, cap // 4)  # derived: no patience was set
+    # derived (no patience was set): a quarter of the cap, or the most that can still fire before the cap
+    assert sampler.pacing.patience == max(1, min(cap // 4, cap - warm_up))
+    assert shortest_adaptive_stage(sampler.pacing.patience, EMA) <= cap
     assert pacing_span(sampler.pacing, n_clusters - 1)[1] <= phase
     _train(sampler, range(phase), _noisy if noisy else _improving)
     at = _all_in_play_at(sampler)

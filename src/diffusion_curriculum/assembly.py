@@ -149,7 +149,7 @@ def _patience(config: Config) -> int:
     if cur.patience is not None:
         return cur.patience
     cap = _budget_cap(config)
-    return DEFAULT_PATIENCE if cap is None else budget_patience(cap)
+    return DEFAULT_PATIENCE if cap is None else budget_patience(cap, cur.ema)
 
 
 def _stage_cap(config: Config) -> int | None:
@@ -181,11 +181,14 @@ def check_pacing(config: Config) -> str | None:
     reason = cap_only_reason(_patience(config), cur.ema, _stage_cap(config), source)
     if reason is None:
         return None
+    if cur.budget_fraction is not None and cur.patience is None and cur.max_steps_per_stage is None:
+        # the fraction set both the cap and the patience
+        key, remedy = "curriculum.budget_fraction", "raise the fraction, use pacing fixed"
+    else:
+        key, remedy = "curriculum.patience", "raise the cap, lower the patience"
     if not cur.allow_cap_only:
-        raise ConfigError(
-            f"curriculum.patience: {reason}; raise the cap, lower the patience or set curriculum.allow_cap_only=true"
-        )
-    return f"curriculum.patience: {reason}"
+        raise ConfigError(f"{key}: {reason}; {remedy} or set curriculum.allow_cap_only=true")
+    return f"{key}: {reason}"
 
 
 def matched_shares(source: str | Path, n_clusters: int, until: int | None = None) -> list[float]:

@@ -403,13 +403,18 @@ def budget_stage_lengths(phase_steps: int, stages_before_last: int) -> list[int]
     return [base + 1] * extra + [base] * (stages_before_last - extra)
 
 
-def budget_patience(stage_cap: int) -> int:
+def budget_patience(stage_cap: int, ema: float | None) -> int:
     """Adaptive pacing's patience when a budget fraction sets the per-stage cap and nothing sets the patience:
     a quarter of the cap (at least 1). A stage whose smoothed loss has levelled off then ends on patience in
     about a quarter of its share of the budget plus one EMA time constant, and one still improving ends at
     its share; a quarter is our choice (the paper's tau is a fixed number of iterations, chosen for runs
-    hundreds of times longer than ours), stated by ``info``."""
-    return max(1, _positive_int("stage_cap", stage_cap) // 4)
+    hundreds of times longer than ours), stated by ``info``. On a cap so short that a quarter of it cannot
+    fire before the cap (:func:`shortest_adaptive_stage`), the largest patience that can (at least 1): a
+    derived patience is never the reason a config is refused; a cap shorter than one EMA time constant
+    plus one step still is (:func:`cap_only_reason`)."""
+    cap = _positive_int("stage_cap", stage_cap)
+    quarter = max(1, cap // 4)
+    return max(1, min(quarter, cap - first_comparison_step(ema)))
 
 
 def stages_before_last(n_clusters: int, cumulative: bool = True) -> int:
