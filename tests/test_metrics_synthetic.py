@@ -11,6 +11,7 @@ from torch import nn
 import diffusion_curriculum.metrics.synthetic as synthetic
 from diffusion_curriculum import CurriculumSampler
 from diffusion_curriculum.data import GaussianMixture, default_gmm, load_dataset
+from diffusion_curriculum.errors import UserError
 from diffusion_curriculum.metrics import excess_denoising_error, mmd, nll, sliced_wasserstein, vector_metrics
 from diffusion_curriculum.objectives import OBJECTIVES, make_objective
 
@@ -170,6 +171,30 @@ def test_vector_metrics_keys():
     assert set(out) == {"nll", "sliced_wasserstein", "mmd"} and all(isinstance(v, float) for v in out.values())
     assert out["nll"] == pytest.approx(nll(samples, gmm))
     assert set(vector_metrics(samples, reference, None, generator=_gen(0))) == {"sliced_wasserstein", "mmd"}
+
+
+@pytest.mark.parametrize("max_n", [4000, 300])  # 300: both the samples and the reference subsampled for the MMD
+def test_a_vector_scorer_reused_over_many_sample_sets_equals_the_metrics_computed_afresh(monkeypatch, max_n):
+    """The scorer's cached reference terms change nothing: for every sample set, bit for bit what
+    sliced_wasserstein then mmd give from a fresh generator (the draws vector_metrics always made)."""
+    monkeypatch.setattr(synthetic.VectorScorer, "MAX_N", max_n)
+    gmm = default_gmm(3)
+    reference = gmm.sample(2500, _gen(1)).float()
+    scorer = synthetic.VectorScorer(reference, gmm, 400, generator=_gen(0))
+    for seed in range(3):
+        samples = gmm.sample(400, _gen(10 + seed)).float() * (1 + 0.2 * seed)
+        g = _gen(0)
+        sw = sliced_wasserstein(samples, reference, generator=g)
+        expected = {
+            "nll": nll(samples, gmm),
+            "sliced_wasserstein": sw,
+            "mmd": mmd(samples, reference, generator=g, max_n=max_n),
+        }
+        assert scorer.score(samples) == expected
+    with pytest.raises(UserError, match="set up for 400 rows, got 399"):
+        scorer.score(samples[:399])
+    with pytest.raises(UserError, match="n: expected a sample count >= 2"):
+        synthetic.VectorScorer(reference, gmm, 1)
 
 
 # ---------------------------------------------------------------- excess denoising error

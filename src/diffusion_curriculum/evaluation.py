@@ -26,6 +26,7 @@ from .config import Config
 from .data import DatasetBundle
 from .errors import UserError
 from .metrics.directions import LOWER_IS_BETTER
+from .metrics.synthetic import VectorScorer
 from .progress import report
 from .resources import check_fits
 from .runs import checkpoints as ckpt
@@ -217,7 +218,7 @@ def _evaluate_run(run: Path, all_checkpoints: bool, settings: EvalSettings) -> l
             from .metrics.distribution import noise_floor
 
             extractor.noise_floor = noise_floor(reference)[0]
-    records = []
+    records, scorer = [], None
     targets = _targets(run, all_checkpoints)
     for i, target in enumerate(tqdm(targets, desc="evaluate", disable=len(targets) < 2 or not settings.progress)):
         report("evaluate", i, len(targets))  # the grid's progress lines (:mod:`.progress`)
@@ -254,7 +255,9 @@ def _evaluate_run(run: Path, all_checkpoints: bool, settings: EvalSettings) -> l
         elif data.kind == "image":
             record.update(_image_metrics(samples, reference, extractor, labels, settings))
         else:
-            record.update(_vector_metrics(samples, data, model, objective, config, settings))
+            if scorer is None:  # the reference's share of the metrics, computed once per run
+                scorer = VectorScorer(data.train, data.gmm, settings.n, torch.Generator().manual_seed(settings.seed))
+            record.update(_vector_metrics(samples, scorer, data, model, objective, config, settings))
         clusters = clusters_for(config)
         record["heldout_cluster_loss"] = heldout_cluster_losses(trained, data, clusters, device, seed=settings.seed)
         record.update(
@@ -288,11 +291,10 @@ def _image_metrics(samples, reference, extractor, labels, settings) -> dict[str,
     return out
 
 
-def _vector_metrics(samples, data, model, objective, config, settings) -> dict[str, Any]:
-    from .metrics.synthetic import excess_denoising_error, vector_metrics
+def _vector_metrics(samples, scorer, data, model, objective, config, settings) -> dict[str, Any]:
+    from .metrics.synthetic import excess_denoising_error
 
-    g = torch.Generator().manual_seed(settings.seed)
-    out = vector_metrics(samples, data.train, data.gmm, generator=g)
+    out = scorer.score(samples)
     if data.gmm is not None and config.model.conditioning == "none":
         clusters = clusters_for(config)
         errors = excess_denoising_error(
