@@ -139,7 +139,7 @@ class CurriculumConfig:
     patience: int | None = _field(
         None,
         "adaptive pacing: steps without improvement before the next stage (null: 10, or with budget_fraction a "
-        "quarter of each stage's share of it)",
+        "quarter of each stage's share of it, less where that could not fire)",
         low=1,
     )
     min_delta: float = _field(
