@@ -129,6 +129,36 @@ def test_every_field_has_help_and_choices_agree_with_their_modules():
     assert choices["curriculum.order"] == ORDERS and choices["objective.weighting"] == tuple(WEIGHTINGS)
 
 
+# Command-line flags that set a config key with a fixed set of values: (command, subcommand or None, flag, key).
+FLAG_KEYS = [
+    ("train", None, "--curriculum", "curriculum.order"),
+    ("train", None, "--sampler", "curriculum.sampler"),
+    ("train", None, "--clustering", "curriculum.clustering"),
+    ("train", None, "--pacing", "curriculum.pacing"),
+    ("train", None, "--weighting", "objective.weighting"),
+    ("train", None, "--objective", "objective.name"),
+    ("train", None, "--conditioning", "model.conditioning"),
+    ("evaluate", None, "--solver", "sample.solver"),
+    ("sample", None, "--solver", "sample.solver"),
+    ("study", "convergence", "--objective", "objective.name"),
+    ("study", "convergence", "--weighting", "objective.weighting"),
+    ("study", "convergence", "--clustering", "curriculum.clustering"),
+    ("study", "entropy", "--beta-schedule", "objective.beta_schedule"),
+]
+
+
+@pytest.mark.parametrize(("command", "subcommand", "flag", "key"), FLAG_KEYS)
+def test_a_flag_offers_exactly_its_config_key_s_values(command, subcommand, flag, key):
+    from diffusion_curriculum.cli import build_parser
+
+    parser = build_parser()._subparsers._group_actions[0].choices[command]
+    if subcommand is not None:
+        parser = parser._subparsers._group_actions[0].choices[subcommand]
+    (action,) = [a for a in parser._actions if flag in a.option_strings]
+    config_choices = {name: f.metadata.get("choices") for name, f in _leaf_fields(Config, "")}
+    assert tuple(action.choices) == config_choices[key]
+
+
 def test_train_help_lists_every_key():
     from diffusion_curriculum.cli import build_parser
 

@@ -19,9 +19,11 @@ import yaml
 from .atomic import write_atomic
 from .clustering import CLUSTER_METHODS
 from .errors import ConfigError
+from .names import ARCHITECTURES, CONDITIONINGS, OBJECTIVES, PRESETS, SOLVERS
 from .pacing import MIN_DELTA_MODES, PACING_FUNCTIONS
 from .safe_yaml import YamlTooLarge, check_size, load_yaml, short
 from .samplers import ORDERS, SAMPLERS, SIGNALS, sampler_parameters
+from .schedules import BETA_SCHEDULES
 from .weighting import WEIGHTINGS
 
 __all__ = [
@@ -64,13 +66,6 @@ def _field(
 INT_MAX = 2**31 - 1
 
 
-# Choices that the core defines are read from it (it imports torch alone); those of modules that
-# import diffusers are repeated here, to keep loading a config fast, and a test checks they agree.
-_ARCHS, _PRESETS, _CONDITIONINGS = ("unet", "dit", "mlp"), ("tiny", "small", "base"), ("none", "class", "text")
-_OBJECTIVES, _SOLVERS = ("eps", "v", "x0", "edm", "flow"), ("ddpm", "ddim", "euler", "heun")
-_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-
-
 @dataclass
 class DataConfig:
     dataset: str = _field(
@@ -97,17 +92,17 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = _field("unet", "network architecture", choices=_ARCHS)
-    preset: str = _field("tiny", "network size", choices=_PRESETS)
-    conditioning: str = _field("none", "what the model is conditioned on", choices=_CONDITIONINGS)
+    arch: str = _field("unet", "network architecture", choices=ARCHITECTURES)
+    preset: str = _field("tiny", "network size", choices=PRESETS)
+    conditioning: str = _field("none", "what the model is conditioned on", choices=CONDITIONINGS)
     text_encoder: str | None = _field(None, "local text-encoder folder (null: the bundled MiniLM)")
 
 
 @dataclass
 class ObjectiveConfig:
-    name: str = _field("eps", "prediction target and noise process", choices=_OBJECTIVES)
+    name: str = _field("eps", "prediction target and noise process", choices=OBJECTIVES)
     timesteps: int = _field(1000, "DDPM timesteps T", low=2, high=10**6)
-    beta_schedule: str = _field("linear", "DDPM noise schedule", choices=_BETA_SCHEDULES)
+    beta_schedule: str = _field("linear", "DDPM noise schedule", choices=BETA_SCHEDULES)
     weighting: str = _field("none", "per-sample loss weighting", choices=tuple(WEIGHTINGS))
     weighting_params: dict[str, float] = field(
         default_factory=dict, metadata={"help": "the weighting's parameters, e.g. {gamma: 5}"}
@@ -254,7 +249,7 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     solver: str = _field(
-        "ddim", "solver for sample grids and `sample` (EDM and flow use Heun for ddpm/ddim)", choices=_SOLVERS
+        "ddim", "solver for sample grids and `sample` (EDM and flow use Heun for ddpm/ddim)", choices=SOLVERS
     )
     steps: int = _field(50, "solver steps", low=1, high=10**5)
     n: int = _field(64, "samples in each grid", low=1)

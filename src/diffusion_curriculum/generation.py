@@ -20,11 +20,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .errors import UserError
+from .names import SOLVERS
 from .objectives import DDPMObjective, EDMObjective, FlowObjective, Objective
 
 __all__ = ["SOLVERS", "generate", "karras_sigmas"]
 
-SOLVERS = ("ddpm", "ddim", "euler", "heun")
 _DIFFUSERS_SCHEDULERS = {
     "ddpm": DDPMScheduler,
     "ddim": DDIMScheduler,

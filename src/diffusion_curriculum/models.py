@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .errors import UserError
+from .names import ARCHITECTURES, CONDITIONINGS, PRESETS
 
 __all__ = [
     "ARCHITECTURES",
@@ -35,9 +36,6 @@ __all__ = [
     "count_parameters",
 ]
 
-ARCHITECTURES = ("unet", "dit", "mlp")
-PRESETS = ("tiny", "small", "base")
-CONDITIONINGS = ("none", "class", "text")
 
 _SPEC_FILE = "spec.json"
 _MODEL_DIR = "model"

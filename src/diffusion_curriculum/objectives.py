@@ -32,11 +32,11 @@ import torch
 from torch import Tensor
 
 from .errors import UserError
+from .names import OBJECTIVES
 from .schedules import ContinuousNoise, DiscreteSchedule, EDMNoise, FlowMatchingTime
 
 __all__ = ["OBJECTIVES", "DDPMObjective", "EDMObjective", "FlowObjective", "Objective", "make_objective"]
 
-OBJECTIVES = ("eps", "v", "x0", "edm", "flow")
 _PREDICTION_TYPES = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
 
 

@@ -18,6 +18,7 @@ from torch import Tensor
 from .errors import UserError
 
 __all__ = [
+    "BETA_SCHEDULES",
     "ContinuousNoise",
     "DiscreteSchedule",
     "EDMNoise",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 _F64 = torch.float64
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # DiscreteSchedule.ddpm's, diffusers' names
 
 
 class DiscreteSchedule:
@@ -110,9 +112,7 @@ class DiscreteSchedule:
                 [min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999) for i in range(T)], dtype=torch.float32
             )
         else:
-            raise UserError(
-                f"unknown beta_schedule {beta_schedule!r}: choose from linear, scaled_linear, squaredcos_cap_v2"
-            )
+            raise UserError(f"unknown beta_schedule {beta_schedule!r}: choose from {', '.join(BETA_SCHEDULES)}")
         return cls(torch.cumprod(1.0 - betas, dim=0))
 
     def __repr__(self) -> str:

@@ -10,12 +10,12 @@ from typing import Any
 from ..errors import UserError
 from .common import cluster_numbering, positive_int
 
-SCHEDULES = ("linear", "cosine", "scaled_linear", "squaredcos_cap_v2")  # cosine: squaredcos_cap_v2
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``clusters`` to the top-level subparsers."""
-    from ..clustering import CLUSTER_METHODS  # imports torch: inside main()'s Ctrl-C handling
+    # these import torch: inside main()'s Ctrl-C handling
+    from ..clustering import CLUSTER_METHODS
+    from ..schedules import BETA_SCHEDULES
 
     clusters = sub.add_parser(
         "clusters",
@@ -25,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "N-1 (most noise; the easiest), the numbering of info, the logs and the report.",
     )
     clusters.add_argument(
-        "--schedule", choices=SCHEDULES, default="linear", help="objective.beta_schedule (cosine: squaredcos_cap_v2)"
+        "--schedule",
+        choices=(*BETA_SCHEDULES, "cosine"),
+        default="linear",
+        help="objective.beta_schedule (cosine: squaredcos_cap_v2)",
     )
     clusters.add_argument("--timesteps", "-T", type=positive_int, default=1000, metavar="T")
     clusters.add_argument("--n-clusters", "-n", type=positive_int, default=20, metavar="N")

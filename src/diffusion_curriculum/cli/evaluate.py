@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..names import SOLVERS
 from .common import cluster_numbering, positive_int
 
 
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--all-checkpoints", action="store_true", help="evaluate every kept checkpoint")
     evaluate.add_argument("--n", type=positive_int, default=2000, help="samples per evaluation")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--solver", choices=("ddpm", "ddim", "euler", "heun"), help="default: the run's")
+    evaluate.add_argument("--solver", choices=SOLVERS, help="default: the run's")
     evaluate.add_argument("--steps", type=positive_int, help="solver steps (default: the run's)")
     evaluate.add_argument("--guidance-scale", type=float, help="default: the run's")
     evaluate.add_argument(

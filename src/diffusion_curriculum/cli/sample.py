@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..names import SOLVERS
 from .common import positive_int
 
 
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     sample.add_argument("run", type=Path, help="a run folder (runs/NAME) or its model/ folder")
     sample.add_argument("--checkpoint", metavar="latest|PATH", help="use a checkpoint's EMA weights")
-    sample.add_argument("--solver", choices=("ddpm", "ddim", "euler", "heun"), help="default: the run's")
+    sample.add_argument("--solver", choices=SOLVERS, help="default: the run's")
     sample.add_argument("--steps", type=positive_int, help="solver steps (default: the run's)")
     sample.add_argument("--n", type=positive_int, default=64, help="number of samples")
     sample.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale")

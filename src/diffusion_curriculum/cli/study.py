@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from ..names import OBJECTIVES
 from .common import Parser, add_launcher_options, positive_int, resolve_config, slurm_flags
 
 if TYPE_CHECKING:
@@ -17,7 +18,10 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``study`` and its subcommands to the top-level subparsers."""
-    from ..clustering import CLUSTER_METHODS  # imports torch: inside main()'s Ctrl-C handling
+    # these import torch: inside main()'s Ctrl-C handling
+    from ..clustering import CLUSTER_METHODS
+    from ..schedules import BETA_SCHEDULES
+    from ..weighting import WEIGHTINGS
 
     study = sub.add_parser(
         "study",
@@ -35,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_study_options(conv)
     conv.add_argument("--model", metavar="ARCH[-PRESET]", help="unet, dit or mlp, optionally -tiny/-small/-base")
-    conv.add_argument("--objective", choices=("eps", "v", "x0", "edm", "flow"))
-    conv.add_argument("--weighting", choices=("none", "min_snr", "soft_min_snr", "p2", "edm"))
+    conv.add_argument("--objective", choices=OBJECTIVES)
+    conv.add_argument("--weighting", choices=tuple(WEIGHTINGS))
     conv.add_argument("--intervals", type=positive_int, default=20, help="number of intervals K (default 20)")
     conv.add_argument("--clustering", choices=CLUSTER_METHODS, help="how to split the timesteps (default uniform)")
     conv.add_argument("--max-steps", type=positive_int, help="training steps per interval")
@@ -55,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "under the config's DDPM schedule. Writes OUT/study.jsonl, kl.png and study.md.",
     )
     _add_study_options(ent)
-    ent.add_argument("--beta-schedule", choices=("linear", "scaled_linear", "squaredcos_cap_v2"))
+    ent.add_argument("--beta-schedule", choices=BETA_SCHEDULES)
     ent.add_argument("--timesteps", "-T", type=positive_int, metavar="T")
     ent.add_argument("--points", type=positive_int, default=40, help="log-spaced t for the Monte Carlo estimators")
     ent.add_argument(

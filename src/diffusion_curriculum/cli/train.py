@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..names import CONDITIONINGS, OBJECTIVES
 from .clusters import cluster_rows, print_clusters
 from .common import cluster_numbering, install_hint, missing_extra, positive_int, resolve_config
 
@@ -57,7 +58,11 @@ def _config_keys_help() -> str:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    from ..clustering import CLUSTER_METHODS  # imports torch: inside main()'s Ctrl-C handling
+    # these import torch: inside main()'s Ctrl-C handling
+    from ..clustering import CLUSTER_METHODS
+    from ..pacing import PACING_FUNCTIONS
+    from ..samplers import ORDERS, SAMPLERS
+    from ..weighting import WEIGHTINGS
 
     p.add_argument("--config", type=Path, help="YAML config (see configs/); flags below override it")
     p.add_argument(
@@ -66,32 +71,24 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "moons, gmm, or a path to an image folder / .npz / .npy",
     )
     p.add_argument("--vae", metavar="PATH", help="train on latents of a local diffusers AutoencoderKL folder")
-    p.add_argument("--curriculum", choices=("easy_to_hard", "hard_to_easy", "random", "none"))
+    p.add_argument("--curriculum", choices=ORDERS)
     p.add_argument(
         "--sampler",
-        choices=(
-            "curriculum",
-            "learning_progress",
-            "speed",
-            "loss_importance",
-            "logit_normal",
-            "matched_marginal",
-            "variance_importance",
-        ),
+        choices=tuple(SAMPLERS),
         help="timestep sampler (curriculum.sampler; its parameters: --set curriculum.sampler_params={...})",
     )
     p.add_argument("--n-clusters", "--clusters", dest="clusters", type=positive_int, help="number of clusters N")
     p.add_argument("--clustering", choices=CLUSTER_METHODS)
-    p.add_argument("--pacing", choices=("adaptive", "fixed", "linear", "root", "geometric"))
+    p.add_argument("--pacing", choices=("adaptive", "fixed", *PACING_FUNCTIONS))
     p.add_argument("--patience", type=positive_int, help="adaptive pacing patience (steps)")
-    p.add_argument("--weighting", choices=("none", "min_snr", "soft_min_snr", "p2", "edm"))
-    p.add_argument("--objective", choices=("eps", "v", "x0", "edm", "flow"))
+    p.add_argument("--weighting", choices=tuple(WEIGHTINGS))
+    p.add_argument("--objective", choices=OBJECTIVES)
     p.add_argument(
         "--model",
         metavar="ARCH[-PRESET]",
         help="unet, dit or mlp, optionally with -tiny/-small/-base (e.g. unet-small); or a preset alone",
     )
-    p.add_argument("--conditioning", choices=("none", "class", "text"))
+    p.add_argument("--conditioning", choices=CONDITIONINGS)
     p.add_argument("--max-steps", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--seed", type=int)
