@@ -26,7 +26,7 @@ from .config import Config
 from .data import DatasetBundle
 from .errors import UserError
 from .metrics.directions import LOWER_IS_BETTER
-from .metrics.synthetic import VectorScorer
+from .metrics.synthetic import VectorScorer, excess_denoising_error
 from .progress import report
 from .resources import check_fits
 from .runs import checkpoints as ckpt
@@ -292,8 +292,6 @@ def _image_metrics(samples, reference, extractor, labels, settings) -> dict[str,
 
 
 def _vector_metrics(samples, scorer, data, model, objective, config, settings) -> dict[str, Any]:
-    from .metrics.synthetic import excess_denoising_error
-
     out = scorer.score(samples)
     if data.gmm is not None and config.model.conditioning == "none":
         clusters = clusters_for(config)
