@@ -174,13 +174,12 @@ def test_vector_metrics_keys():
 
 
 @pytest.mark.parametrize("max_n", [4000, 300])  # 300: both the samples and the reference subsampled for the MMD
-def test_a_vector_scorer_reused_over_many_sample_sets_equals_the_metrics_computed_afresh(monkeypatch, max_n):
+def test_a_vector_scorer_reused_over_many_sample_sets_equals_the_metrics_computed_afresh(max_n):
     """The scorer's cached reference terms change nothing: for every sample set, bit for bit what
     sliced_wasserstein then mmd give from a fresh generator (the draws vector_metrics always made)."""
-    monkeypatch.setattr(synthetic.VectorScorer, "MAX_N", max_n)
     gmm = default_gmm(3)
     reference = gmm.sample(2500, _gen(1)).float()
-    scorer = synthetic.VectorScorer(reference, gmm, 400, generator=_gen(0))
+    scorer = synthetic.VectorScorer(reference, gmm, 400, generator=_gen(0), max_n=max_n)
     for seed in range(3):
         samples = gmm.sample(400, _gen(10 + seed)).float() * (1 + 0.2 * seed)
         g = _gen(0)

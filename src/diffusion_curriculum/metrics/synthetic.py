@@ -36,6 +36,10 @@ __all__ = [
 
 _F64 = torch.float64
 _CHUNK_ELEMENTS = 1 << 22  # float64 entries of one intermediate block: 32 MiB
+# The sample metrics' defaults, shared by the functions and VectorScorer.
+N_PROJECTIONS = 256
+BANDWIDTHS = (0.1, 0.5, 1, 2, 5)
+MAX_N = 4000
 
 
 def nll(samples: Tensor, gmm: GaussianMixture) -> float:
@@ -86,7 +90,7 @@ def _sliced_w2(xs: list[Tensor], ys: list[Tensor]) -> float:
 
 
 def sliced_wasserstein(
-    x: Tensor, y: Tensor, n_projections: int = 256, generator: torch.Generator | None = None
+    x: Tensor, y: Tensor, n_projections: int = N_PROJECTIONS, generator: torch.Generator | None = None
 ) -> float:
     """Sliced Wasserstein-2 distance: sqrt of the mean over random unit directions of W2^2 between projections.
 
@@ -139,9 +143,9 @@ def _unbiased_mmd(xx: float, yy: float, xy: float, n: int, m: int, k: int) -> fl
 def mmd(
     x: Tensor,
     y: Tensor,
-    bandwidths: Sequence[float] = (0.1, 0.5, 1, 2, 5),
+    bandwidths: Sequence[float] = BANDWIDTHS,
     generator: torch.Generator | None = None,
-    max_n: int = 4000,
+    max_n: int = MAX_N,
 ) -> float:
     """Unbiased MMD^2 between samples x and y with the kernel sum_h exp(-||a - b||^2 / (2 h^2)) over ``bandwidths``.
 
@@ -167,25 +171,28 @@ class VectorScorer:
     checkpoint's evaluation. They are computed here once, from the draws ``vector_metrics`` makes
     in its order (directions, then the samples' subsample, then the reference's), so
     ``VectorScorer(reference, gmm, n, generator).score(samples)`` equals
-    ``vector_metrics(samples, reference, gmm, generator)`` exactly, for every ``samples`` of n rows.
+    ``vector_metrics(samples, reference, gmm, generator)`` exactly, for every ``samples`` of n rows (``max_n``:
+    :func:`mmd`'s subsample size).
     """
 
-    BANDWIDTHS = (0.1, 0.5, 1, 2, 5)
-    N_PROJECTIONS = 256
-    MAX_N = 4000
-
     def __init__(
-        self, reference: Tensor, gmm: GaussianMixture | None, n: int, generator: torch.Generator | None = None
+        self,
+        reference: Tensor,
+        gmm: GaussianMixture | None,
+        n: int,
+        generator: torch.Generator | None = None,
+        *,
+        max_n: int = MAX_N,
     ) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:
             raise UserError(f"n: expected a sample count >= 2, got {n!r}")
         y = _vectors(reference, "y", 2)
         self.n, self.gmm = n, gmm
-        self._blocks = _direction_blocks(self.N_PROJECTIONS, y.shape[1], n + y.shape[0], generator)
+        self._blocks = _direction_blocks(N_PROJECTIONS, y.shape[1], n + y.shape[0], generator)
         self._reference_sorted = _sorted_projections(y, self._blocks)
-        self._factors = _kernel_factors(self.BANDWIDTHS, self.MAX_N)
-        self._keep = _subsample(n, self.MAX_N, generator)
-        self._reference = _rows(y, _subsample(y.shape[0], self.MAX_N, generator))
+        self._factors = _kernel_factors(BANDWIDTHS, max_n)
+        self._keep = _subsample(n, max_n, generator)
+        self._reference = _rows(y, _subsample(y.shape[0], max_n, generator))
         self._reference_self = _rbf_sum(self._reference, self._reference, self._factors)
 
     def score(self, samples: Tensor) -> dict[str, float]:
