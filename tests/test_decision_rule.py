@@ -60,6 +60,7 @@ def test_the_plan_reads_family_holm_decide_and_margin():
     )  # fmt: skip
     assert plan == VerdictPlan(("e1", "e2"), "t", "excess_error", ("a", "b"), "per_endpoint", "e1", 0.1)
     assert verdict_plan({"primary": ["e1"]}).family is None and verdict_plan(None).holm == "joint"
+    assert verdict_plan({"contrasts": [["a", "b"], ["b", "a"]]}).contrasts == (("a", "b"), ("b", "a"))
 
 
 @pytest.mark.parametrize(
@@ -73,6 +74,10 @@ def test_the_plan_reads_family_holm_decide_and_margin():
         ({"margin": 0}, "verdict.margin"),
         ({"margin": 1.5}, "verdict.margin"),
         ({"margins": 0.1}, "verdict: expected a mapping"),
+        ({"contrasts": [["a", "a"]]}, "verdict.contrasts"),  # a method against itself
+        ({"contrasts": [["a"]]}, "verdict.contrasts"),
+        ({"contrasts": [["a", "b"], ["a", "b"]]}, "verdict.contrasts"),
+        ({"contrasts": ["a", "b"]}, "verdict.contrasts"),
     ],
 )
 def test_a_bad_plan_is_refused_naming_the_key(extra, needle):

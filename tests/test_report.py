@@ -499,7 +499,7 @@ def test_verdict_json_holds_the_reports_numbers_and_the_summary_table_reads_them
     assert len(table) == 2 + 3 and all(line.count(" | ") == 6 for line in table)
     assert table[0] == (
         "| grid | weighting | method | E1, sample quality | E2, balanced denoising | L_simple "
-        "| sample metric at the budget: method / uniform (95% CI) |"
+        "| sample metric at the budget: method / uniform, or / the method it is against (95% CI) |"
     )
     assert table[2] == (
         f"| `fabricated` (8) | `none` | `easy_to_hard` | 1.00x (range 1.00–1.00); 0/8; p, secondary {SAME} | — "
@@ -705,6 +705,51 @@ def test_primary_endpoints_come_from_the_preset_and_set_the_holm_family(tmp_path
     )
     assert LOSS not in sentence  # a secondary endpoint stays out of the plain sentence
     assert (tmp_path / "figures" / "balanced.png").is_file()
+
+
+def test_a_contrast_puts_two_methods_head_to_head_on_the_baselines_targets_inside_holms_family(tmp_path):
+    """verdict.contrasts [[easy_to_hard, learning_progress]]: per seed, the steps learning_progress took to the
+    baseline's level over the steps easy_to_hard took (80, 100 or 120 against 160 on the dense curve), tested and
+    Holm-corrected with the family's comparison; learning_progress against the baseline stays outside the family."""
+    from diffusion_curriculum.experiments.report.summary import summary_table
+
+    fid = {(m, s): BASE_FID for m in ("none", "easy_to_hard", "learning_progress") for s in range(8)}
+    _fabricate(
+        tmp_path,
+        fid,
+        scale=SPREAD | {("learning_progress", s): 0.8 for s in range(8)},
+        grid_config={
+            "verdict": {
+                "primary": ["loss"],
+                "family": ["easy_to_hard"],
+                "contrasts": [["easy_to_hard", "learning_progress"]],
+            }
+        },
+    )
+    text = write_report(tmp_path)[0].read_text()
+    record = json.loads((tmp_path / "verdict.json").read_text())
+    by = {(c["method"], c["against"]): c for c in record["comparisons"]}
+    assert set(by) == {("easy_to_hard", "none"), ("learning_progress", "none"), ("easy_to_hard", "learning_progress")}
+    contrast_logs = [math.log(0.8 / SPREAD["easy_to_hard", s]) for s in range(8)]  # log(160 / (200 k)) per pair
+    head = by["easy_to_hard", "learning_progress"]["endpoints"]["loss"]
+    assert head["speedup"] == pytest.approx(math.exp(statistics.fmean(contrast_logs))) and head["faster"] == 8
+    p_family, p_contrast = _t_p(SPREAD_LOGS), _t_p(contrast_logs)
+    low, high = sorted([p_family, p_contrast])
+    assert record["holm_family"] == 2 and head["primary"]
+    assert sorted([head["p"], by["easy_to_hard", "none"]["endpoints"]["loss"]["p"]]) == pytest.approx(
+        [2 * low, max(2 * low, high)]
+    )
+    outside = by["learning_progress", "none"]["endpoints"]["loss"]
+    assert not outside["primary"] and outside["speedup"] == pytest.approx(1 / 0.8)
+    label = "`easy_to_hard` against `learning_progress`"
+    row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+    assert f"| {head['speedup']:.2f}x (" in row and "| 8/8 |" in row
+    plain, detail = (line for line in text.splitlines() if line.startswith(f"- {label}"))
+    assert plain.startswith(f"- {label}: L_simple") and "faster (Holm p" in plain
+    assert "(head to head: the steps each took to the uniform baseline's level)" in detail
+    assert "`learning_progress`'s steps" in detail and "the paper's curriculum" not in plain + detail
+    assert "then head to head as the preset asks" in text
+    assert any(label in line for line in summary_table([tmp_path]).splitlines())
 
 
 def test_an_aa_arm_without_an_interval_is_not_said_to_miss_1x(tmp_path):

@@ -85,6 +85,7 @@ class VerdictPlan:
     holm: str = "joint"  # one Holm family over endpoints x methods, or one per endpoint ("per_endpoint")
     decide: str | None = None  # the endpoint the decision rule reads (helps / hurts / no effect / undecided)
     margin: float = 0.10  # the decision rule's equivalence margin: no effect within 1/(1 + margin)..1 + margin
+    contrasts: tuple[tuple[str, str], ...] = ()  # (a, b): method a against method b head to head, in Holm's family
 
 
 _GRID_KEYS |= {"launcher", "slurm"}  # where the runs run: local worker processes or Slurm jobs (docs/experiments.md)
@@ -358,6 +359,9 @@ def load_grid(path: str | Path) -> GridConfig:
     for label in plan.family or ():
         if label not in methods or label == "none":
             raise ConfigError(f"verdict.family: {label!r} is not a method of this grid other than the baseline")
+    for label in (label for pair in plan.contrasts for label in pair):
+        if label not in methods or label == "none":
+            raise ConfigError(f"verdict.contrasts: {label!r} is not a method of this grid other than the baseline")
     workers = raw.get("workers", 1)
     if not (isinstance(workers, int) and workers >= 1):
         raise ConfigError(f"workers: expected a positive integer, got {short(workers)}")
@@ -449,7 +453,7 @@ def _methods(entries: list) -> dict[str, Method]:
 
 _PER_CLUSTER = ("excess_error", "heldout_cluster_loss")
 _HOLM = ("joint", "per_endpoint")
-_PLAN_KEYS = ("primary", "test", "per_cluster", "family", "holm", "decide", "margin")
+_PLAN_KEYS = ("primary", "test", "per_cluster", "family", "holm", "decide", "margin", "contrasts")
 
 
 def verdict_plan(value: Any) -> VerdictPlan:
@@ -488,8 +492,27 @@ def verdict_plan(value: Any) -> VerdictPlan:
         raise ConfigError(f"verdict.decide: expected a primary endpoint ({', '.join(primary)}), got {short(decide)}")
     if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 < margin < 1:
         raise ConfigError(f"verdict.margin: expected a fraction in (0, 1), got {short(margin)}")
+    contrasts = value.get("contrasts", [])
+    if not (
+        isinstance(contrasts, list)
+        and all(
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(m, str) for m in pair) and pair[0] != pair[1]
+            for pair in contrasts
+        )
+        and len({tuple(pair) for pair in contrasts}) == len(contrasts)
+    ):
+        raise ConfigError(
+            f"verdict.contrasts: expected a list of distinct [method, other method] label pairs, got {short(contrasts)}"
+        )
     return VerdictPlan(
-        tuple(primary), test, per_cluster, None if family is None else tuple(family), holm, decide, float(margin)
+        tuple(primary),
+        test,
+        per_cluster,
+        None if family is None else tuple(family),
+        holm,
+        decide,
+        float(margin),
+        tuple((a, b) for a, b in contrasts),
     )
 
 

@@ -45,6 +45,7 @@ def plain_sentences(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[st
         v.comparisons,
         key=lambda c: (
             c.paired_aa,
+            c.against != BASELINE,
             c.method != PAPER,
             grid.weightings.index(c.weighting),
             grid.methods.index(c.method),
@@ -52,7 +53,8 @@ def plain_sentences(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[st
     )
     out = []
     for c in order:
-        label = f"`{c.method}`" + (" (the paper's curriculum)" if c.method == PAPER else "")
+        label = c.label if c.against != BASELINE else f"`{c.method}`"
+        label += " (the paper's curriculum)" if c.method == PAPER and c.against == BASELINE else ""
         label += " (the paired A/A arm)" if c.paired_aa else ""
         text = (f"With `{c.weighting}`, " if len(grid.weightings) > 1 else "") + label + ": "
         parts = []
@@ -94,7 +96,9 @@ def _summary(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[Block]:
     blocks: list[Block] = []
     plain = plain_sentences(grid, cells, v)
     if plain:
-        blocks += [Para("Against the uniform baseline (`none`), in plain words:"), BulletList(plain)]
+        heads = v is not None and any(c.against != BASELINE for c in v.comparisons)
+        lead = "Against the uniform baseline (`none`)" + (", then head to head as the preset asks" if heads else "")
+        blocks += [Para(lead + ", in plain words:"), BulletList(plain)]
     if v is None or not v.comparisons:
         blocks.append(
             Para(
@@ -105,7 +109,7 @@ def _summary(grid: Grid, cells: list[Cell], v: Verdict | None) -> list[Block]:
     else:
         primary = ", ".join(v.names[e] for e in v.primary)
         shown = [
-            f"`{c.method}` {decision(c.endpoints[e], c.holm.get(e))} on {v.names[e]}"
+            f"{c.label} {decision(c.endpoints[e], c.holm.get(e))} on {v.names[e]}"
             for c in v.comparisons
             for e in v.primary
             if decision(c.endpoints[e], c.holm.get(e)) != "not shown"

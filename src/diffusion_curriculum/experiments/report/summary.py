@@ -56,7 +56,7 @@ def summary_table(folders: list[Path]) -> str:
     first, and the p-value (Holm-adjusted on the grid's primary endpoints); the sample metric at the budget as
     a ratio to the baseline's."""
     header = ["grid", "weighting", "method", "E1, sample quality", "E2, balanced denoising", "L_simple"]
-    header.append("sample metric at the budget: method / uniform (95% CI)")
+    header.append("sample metric at the budget: method / uniform, or / the method it is against (95% CI)")
     rows = [header, ["---"] * len(header)]
     for v in _verdicts(folders):
         for c in v["comparisons"]:
@@ -71,7 +71,9 @@ def summary_table(folders: list[Path]) -> str:
                 else:
                     final = f"{both} (Δ {f['effect']:+.3g})"
             n = max((e["n"] + e["dropped"] for e in c["endpoints"].values()), default=0)
-            label = f"`{c['method']}`" + (" (paired A/A)" if c.get("paired_aa") else "")
+            against = c.get("against", "none")
+            label = f"`{c['method']}`" + (f" against `{against}`" if against != "none" else "")
+            label += " (paired A/A)" if c.get("paired_aa") else ""
             cells = [_endpoint_cell(c["endpoints"].get(e)) for e in ENDPOINT_COLUMNS]
             rows.append([f"`{v['name']}` ({n})", f"`{c['weighting']}`", label, *cells, final])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
@@ -99,9 +101,9 @@ def plot_summary(folders: list[Path], path: Path) -> list[tuple[str, float, floa
                 if e is None or e["speedup"] is None or (e["kind"] == "estimate" and e["ci"] is None):
                     continue
                 name = {"e1": "E1", "e2": "E2", "loss": "L_simple"}[key]
-                label = (
-                    f"{v['name']} ({e['n']})  " + (f"{c['weighting']}  " if multi else "") + f"{c['method']}  {name}"
-                )
+                against = c.get("against", "none")
+                method = c["method"] + (f" vs {against}" if against != "none" else "")
+                label = f"{v['name']} ({e['n']})  " + (f"{c['weighting']}  " if multi else "") + f"{method}  {name}"
                 low, high = e["ci"] if e["kind"] == "estimate" else (e["speedup"], e["speedup"])
                 rows.append((label, float(e["speedup"]), float(low), float(high)))
                 kinds.append(e["kind"])
@@ -128,7 +130,7 @@ def plot_summary(folders: list[Path], path: Path) -> list[tuple[str, float, floa
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
         ax.set_ylim(len(rows) - 0.5, -0.5)
-        ax.set_xlabel("speed-up against uniform sampling, 95% CI; triangles: bounds")
+        ax.set_xlabel("speed-up against uniform sampling (or the method after vs), 95% CI; triangles: bounds")
         ax.grid(axis="x", which="both", alpha=0.3)
         fig.savefig(path)
     return rows

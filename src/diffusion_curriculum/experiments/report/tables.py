@@ -68,8 +68,7 @@ def verdict_table(grid: Grid, v: Verdict) -> Table:
         header.append(f"decision on {v.names[v.plan.decide]} (the preset's rule)")
     rows = []
     for c in v.comparisons:
-        label = f"`{c.method}`" + (" (paired A/A)" if c.paired_aa else "")
-        row = [label] + ([f"`{c.weighting}`"] if multi else [])
+        row = [c.label] + ([f"`{c.weighting}`"] if multi else [])
         for e in v.endpoints:
             r = c.endpoints[e]
             p = c.holm[e] if e in c.holm else r["p"]

@@ -9,8 +9,10 @@ any run (docs/experiments.md, "The verdict's endpoints"):
 
 Each is a speed-up over paired seeds (an estimate with its 95% interval, or a bound where seeds were
 censored), tested by the preset's primary test with Holm's correction over the primary endpoints x
-comparisons only; the others are secondary and their p-values unadjusted. The paired A/A arm's spread is the
-instrument's noise floor and sets the speed-up the grid could detect.
+comparisons only; the others are secondary and their p-values unadjusted. A preset's contrasts (``verdict.contrasts``)
+put two methods head to head on the same targets, each pair of seeds reading the steps both took to that seed's
+baseline level, and join Holm's family. The paired A/A arm's spread is the instrument's noise floor and sets the
+speed-up the grid could detect.
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ VERDICT_FORMAT = 2  # 1: one endpoint (the dense curve), two test families (Wilc
 
 @dataclass
 class Comparison:
-    """One method (in one weighting) against that weighting's baseline, on every endpoint."""
+    """One method (in one weighting) against that weighting's baseline, or against another method of the grid
+    (a preset's ``verdict.contrasts``: steps to the same target, the baseline's level, side by side), on every
+    endpoint."""
 
     weighting: str
     method: str
@@ -71,6 +75,14 @@ class Comparison:
     holm: dict[str, float | None]  # primary endpoint -> its Holm-adjusted p (only for a method in the family)
     paired_aa: bool = False  # the uniform baseline with another timestep stream: the instrument's check
     rule: dict[str, Any] | None = None  # the preset's decision rule on its endpoint (:func:`rule_decision`)
+    against: str = BASELINE  # the method compared with: the baseline, or another method (a preset's contrast)
+
+    @property
+    def label(self) -> str:
+        """The comparison as tables and sentences name it: the method, and what it is compared with when that is
+        not the uniform baseline."""
+        tail = " (paired A/A)" if self.paired_aa else ""
+        return f"`{self.method}`" + (f" against `{self.against}`" if self.against != BASELINE else "") + tail
 
 
 @dataclass
@@ -125,6 +137,39 @@ def _paired_aa(grid: Grid) -> set[str]:
     return out
 
 
+def _pairs(grid: Grid, e: str, base: dict, runs: dict, step: float, per_cluster: str | None) -> list[dict[str, Any]]:
+    """Each seed's steps to the endpoint's target, the baseline's and the method's (stats.pair_steps rows)."""
+    if e == "e1":
+        sample_b = {s: r.curve(grid.metric) for s, r in base.items()}
+        sample_m = {s: r.curve(grid.metric) for s, r in runs.items()}
+        positive = all(v is None or v > 0 for c in (*sample_b.values(), *sample_m.values()) for v in c[1])
+        return pair_steps(sample_b, sample_m, step, grid.lower, log_values=positive)
+    if e == "e2":
+        vectors_b = {s: r.probe_vectors(per_cluster) for s, r in base.items()}
+        return balanced_pair_steps(vectors_b, {s: r.probe_vectors(per_cluster) for s, r in runs.items()}, step)
+    dense_b = {s: r.probe_curve(grid.dense_key) for s, r in base.items()}
+    return pair_steps(dense_b, {s: r.probe_curve(grid.dense_key) for s, r in runs.items()}, step, True)
+
+
+def _contrast(rows_b: list[dict[str, Any]], rows_a: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Method a against method b, seed by seed: the steps each took to the same target (the uniform baseline's
+    level of that seed), b's in the baseline's place, so that the speed-up is b's steps over a's."""
+    steps_b = {r["seed"]: r for r in rows_b}
+    return [
+        r | {"baseline_seed": r["seed"], "baseline_steps": steps_b[r["seed"]]["steps"]}
+        for r in rows_a
+        if r["seed"] in steps_b
+    ]
+
+
+def _final(grid: Grid, base: dict, runs: dict, budget: int) -> dict[str, Any] | None:
+    """The sample metric at the end of the budget, method over baseline (secondary); None without pairs."""
+    final = ratio_at_step(
+        {s: r.curve(grid.metric) for s, r in base.items()}, {s: r.curve(grid.metric) for s, r in runs.items()}, budget
+    )
+    return final if final["n"] else None
+
+
 def verdict(grid: Grid) -> Verdict | None:
     """The comparisons of ``grid`` on every endpoint its runs allow; None without a budget or any endpoint."""
     budget = grid.budget
@@ -141,41 +186,34 @@ def verdict(grid: Grid) -> Verdict | None:
     names = dict(ENDPOINT_NAMES)
     names["loss"] = f"L_simple ({DENSE_NAMES.get(dense or '', dense)})"
     aa_labels = _paired_aa(grid)
+    plan = _plan(grid)
     comparisons: list[Comparison] = []
     for w in grid.weightings:
         base = grid.group(w, BASELINE)
         if not base:
             continue
+        rows_of: dict[str, dict[str, list[dict[str, Any]]]] = {}  # method -> endpoint -> its pairs with the baseline
         for m in grid.methods:
             runs = grid.group(w, m)
             if m == BASELINE or not runs:
                 continue
-            results = {}
-            for e in endpoints:
-                if e == "e1":
-                    sample_b = {s: r.curve(grid.metric) for s, r in base.items()}
-                    sample_m = {s: r.curve(grid.metric) for s, r in runs.items()}
-                    positive = all(v is None or v > 0 for c in (*sample_b.values(), *sample_m.values()) for v in c[1])
-                    rows = pair_steps(sample_b, sample_m, step, grid.lower, log_values=positive)
-                elif e == "e2":
-                    vectors_b = {s: r.probe_vectors(per_cluster) for s, r in base.items()}
-                    rows = balanced_pair_steps(
-                        vectors_b, {s: r.probe_vectors(per_cluster) for s, r in runs.items()}, step
-                    )
-                else:
-                    dense_b = {s: r.probe_curve(dense) for s, r in base.items()}
-                    rows = pair_steps(dense_b, {s: r.probe_curve(dense) for s, r in runs.items()}, step, True)
-                results[e] = speedup_from_pairs(rows, budget)
-            final = ratio_at_step(
-                {s: r.curve(grid.metric) for s, r in base.items()},
-                {s: r.curve(grid.metric) for s, r in runs.items()},
-                budget,
-            )
-            comparisons.append(Comparison(w, m, results, final if final["n"] else None, {}, m in aa_labels))
+            rows_of[m] = {e: _pairs(grid, e, base, runs, step, per_cluster) for e in endpoints}
+            results = {e: speedup_from_pairs(rows, budget) for e, rows in rows_of[m].items()}
+            final = _final(grid, base, runs, budget)
+            comparisons.append(Comparison(w, m, results, final, {}, m in aa_labels))
+        for a, b in plan.contrasts:
+            if a in rows_of and b in rows_of:
+                results = {e: speedup_from_pairs(_contrast(rows_of[b][e], rows_of[a][e]), budget) for e in endpoints}
+                final = _final(grid, grid.group(w, b), grid.group(w, a), budget)
+                comparisons.append(Comparison(w, a, results, final, {}, against=b))
     # Holm's family: the primary test's p-value of every primary endpoint of every comparison the plan names
-    # (all of them unless it lists a family), as one family or one per endpoint.
-    plan = _plan(grid)
-    slots = [(c, e) for c in comparisons if plan.family is None or c.method in plan.family for e in primary]
+    # (all of them unless it lists a family) and of every contrast it names, as one family or one per endpoint.
+    slots = [
+        (c, e)
+        for c in comparisons
+        if plan.family is None or c.method in plan.family or c.against != BASELINE
+        for e in primary
+    ]
     families = [slots] if plan.holm == "joint" else [[s for s in slots if s[1] == e] for e in primary]
     for group in families:
         for (c, e), p in zip(group, holm([c.endpoints[e]["p"] for c, e in group]), strict=True):
@@ -187,7 +225,7 @@ def verdict(grid: Grid) -> Verdict | None:
             if plan.decide in c.holm:
                 c.rule = rule_decision(c.endpoints[plan.decide], c.holm[plan.decide], plan.margin, v.alpha)
     for w in grid.weightings:
-        mine = [c for c in comparisons if c.weighting == w]
+        mine = [c for c in comparisons if c.weighting == w and c.against == BASELINE]
         aa = [c for c in mine if c.paired_aa]
         source = aa or mine
         v.detectable_from[w] = "the paired A/A arm" if aa else "the median paired spread of the comparisons"
@@ -231,8 +269,9 @@ def pairs_cell(r: dict[str, Any]) -> str:
     return text
 
 
-def describe(r: dict[str, Any], what: str) -> str:
-    """One endpoint's result in words, steps first; "reaches" only where the runs did."""
+def describe(r: dict[str, Any], what: str, other: str = "the baseline") -> str:
+    """One endpoint's result in words, steps first; "reaches" only where the runs did. ``other``: what the method
+    is compared with (the baseline, or another method in a contrast)."""
     dropped = f"; {r['dropped']} pair(s) where neither run reached it left out" if r["dropped"] else ""
     if r["kind"] == "estimate":
         spread = (
@@ -242,22 +281,22 @@ def describe(r: dict[str, Any], what: str) -> str:
             f"{fmt_ci(r['range'])}x"
         )
         return (
-            f"reaches {what} in {1 / r['speedup']:.2f}x the baseline's steps (speed-up {r['speedup']:.2f}x, {spread}; "
+            f"reaches {what} in {1 / r['speedup']:.2f}x {other}'s steps (speed-up {r['speedup']:.2f}x, {spread}; "
             f"first on {r['faster']}/{r['n']} pairs){dropped}"
         )
     if r["kind"] in ("upper_bound", "lower_bound"):
-        side = "the method" if r["kind"] == "upper_bound" else "the baseline"
+        side = "the method" if r["kind"] == "upper_bound" else other
         count = r["censored_method"] if r["kind"] == "upper_bound" else r["censored_baseline"]
         sign = "<" if r["kind"] == "upper_bound" else ">"
         return (
             f"{side} never reached {what} within the budget on {count} of {r['n']} pairs: speed-up "
             f"{sign} {r['speedup']:.2f}x, a bound (those runs counted at the budget), with no interval; the method "
-            f"was first on {r['faster']} and the baseline on {r['slower']} pairs{dropped}"
+            f"was first on {r['faster']} and {other} on {r['slower']} pairs{dropped}"
         )
     if r["kind"] == "undetermined":
         return (
             f"runs of both sides never reached {what} ({r['censored_method']} method, {r['censored_baseline']} "
-            f"baseline seeds): no estimate and no bound; the method was first on {r['faster']} and the baseline on "
+            f"seeds of {other}): no estimate and no bound; the method was first on {r['faster']} and {other} on "
             f"{r['slower']} pairs{dropped}"
         )
     return f"no pair reached {what}{dropped}"
@@ -281,10 +320,14 @@ def sentence(v: Verdict, c: Comparison, metric: str) -> str:
     label = f"`{c.method}`" + (
         " (the paired A/A arm: the baseline with another timestep stream)" if c.paired_aa else ""
     )
+    other = "the baseline"
+    if c.against != BASELINE:
+        other = f"`{c.against}`"
+        label = f"{c.label} (head to head: the steps each took to the uniform baseline's level)"
     parts = []
     for e in v.endpoints:
         what = f"the baseline's {pct}-budget {v.names[e]} level"
-        parts.append(f"on {v.names[e]}, {describe(c.endpoints[e], what)} ({_test_text(v, c, e)})")
+        parts.append(f"on {v.names[e]}, {describe(c.endpoints[e], what, other)} ({_test_text(v, c, e)})")
     text = f"{label}: " + "; ".join(parts)
     if c.paired_aa:
         with_ci = [e for e in v.endpoints if c.endpoints[e]["ci"] is not None]
@@ -366,6 +409,7 @@ def verdict_record(grid: Grid, v: Verdict) -> dict[str, Any]:
             {
                 "weighting": c.weighting,
                 "method": c.method,
+                "against": c.against,
                 "paired_aa": c.paired_aa,
                 "rule": c.rule,
                 "endpoints": {e: endpoint(c, e) for e in v.endpoints},
