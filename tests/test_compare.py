@@ -117,6 +117,9 @@ def test_quick_preset_sets_the_papers_curriculum_and_the_recommended_sampler_bes
         ({"seeds": [0, 0]}, "seeds"),
         ({"eval": {"n": 10}}, "eval.every"),
         ({"weightings": ["nope"]}, "objective.weighting"),
+        ({"verdict": {"primary": ["loss"], "family": ["sideways"]}}, "verdict.family"),
+        ({"verdict": {"primary": ["loss"], "contrasts": [["easy_to_hard", "sideways"]]}}, "verdict.contrasts"),
+        ({"verdict": {"primary": ["loss"], "contrasts": [["none", "easy_to_hard"]]}}, "verdict.contrasts"),
     ],
 )
 def test_bad_grid_files_name_the_key(tmp_path, edit, key):

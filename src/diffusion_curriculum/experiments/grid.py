@@ -51,6 +51,8 @@ PRESETS = (
     "samplers",
     "samplers_digits",
     "variance_dev",
+    "variance_gmm",
+    "variance_digits",
 )
 _GRID_KEYS = {
     "name",
