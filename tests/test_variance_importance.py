@@ -2,7 +2,8 @@
 weighted mean of many draws is the uniform mean; the effective-sample-size floor holds and bounds the weights;
 one stratified grid over the global batch gives every bin floor or ceil of its quota; the running second moment
 is the exact mean of squares while its window is not full; and it moves within tens of steps where loss
-importance sampling is still uniform."""
+importance sampling is still uniform. The balanced variant estimates sum_b pi_b log L_b's gradient: by hand for
+losses constant in each bin, and by many draws."""
 
 import math
 
@@ -130,3 +131,42 @@ def test_it_moves_within_50_steps_where_loss_importance_sampling_is_still_unifor
 def test_a_rank_outside_the_world_is_refused():
     with pytest.raises(UserError, match="world_size"):
         VarianceImportance(CLUSTERS, rank=2, world_size=2)
+
+
+def test_balanced_with_losses_constant_in_each_bin_draws_uniformly_and_weights_by_the_harmonic_mean():
+    """Each bin's losses all equal L_b: m1 = L_b and m2 = L_b^2, so the balanced base is pi_b / L_b / Z (Z =
+    sum_c pi_c / L_c), the draw target base x sqrt(m2) is pi itself, no mixing is needed, and the weight of bin b
+    is 1 / (L_b Z): the weighted loss of every bin is 1 / Z, the harmonic mean of the bins' losses (by hand)."""
+    levels = torch.tensor([1 / (1 + k / 3) for k in range(K)], dtype=F64)  # 1 down to 0.25: weights' ESS 0.87
+    sampler = VarianceImportance(CLUSTERS, balance=True, seed=1)
+    for _ in range(30):
+        t = sampler.sample(64)
+        sampler.observe(levels[sampler.cluster_of(t)], t)
+    pi = sampler.bin_shares
+    z = float((pi / levels).sum())
+    assert torch.allclose(sampler.bin_probs(), pi, rtol=1e-12, atol=0) and sampler.mix == 0.0
+    t = torch.arange(T)
+    weights = sampler.loss_weights(t).to(F64)
+    assert torch.allclose(weights, 1.0 / (levels[sampler.cluster_of(t)] * z), rtol=1e-6)
+    assert math.isclose(float((weights * levels[sampler.cluster_of(t)]).mean()), 1.0 / z, rel_tol=1e-6)
+
+
+def test_balanced_weighted_mean_of_many_draws_is_the_balanced_objective():
+    """After adapting, freeze the density: the weighted mean of 400,000 draws of a per-timestep loss table equals
+    sum_b base_b L_b (the balanced objective's value at the running means, base_b = pi_b / m1_b normalised)
+    within four standard errors; the weights' mean is 1 under the draws; the ESS floor holds for that base."""
+    table = _table(hard=7)
+    sampler = VarianceImportance(CLUSTERS, balance=True, seed=5)
+    _feed(sampler, table, 100)
+    bins = sampler.cluster_of(torch.arange(T))
+    per_bin = torch.zeros(K, dtype=F64).index_add_(0, bins, table) / torch.bincount(bins, minlength=K).to(F64)
+    m1 = sampler._m1
+    base = sampler.bin_shares / m1 / (sampler.bin_shares / m1).sum()
+    draws = torch.cat([sampler.sample(4000) for _ in range(100)])
+    weights = sampler.loss_weights(draws).to(F64)
+    values = weights * table[draws]
+    se = float(values.std() / math.sqrt(values.numel()))
+    assert abs(float(values.mean()) - float((base * per_bin).sum())) < 4 * se
+    assert abs(float(weights.mean()) - 1.0) < 4 * float(weights.std() / math.sqrt(weights.numel()))
+    assert ess_fraction(base, sampler.bin_probs()) >= sampler.min_ess - 1e-9
+    assert float(base[0]) < float(sampler.bin_shares[0]) < float(base[-1])  # low noise (large loss) weighs less

@@ -181,7 +181,11 @@ SAMPLER_EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "logit_normal": [{}, {"loc": 0.5, "scale": 2.0}],
     "matched_marginal": [{"shares": [0.1, 0.2, 0.3, 0.2, 0.2]}, {"shares": [0, 0, 3, 0, 1]}],
     # world sizes above 1: the contract builds rank 1 too, which a single process holds only as one of several
-    "variance_importance": [{"world_size": 2}, {"history": 3, "min_ess": 0.9, "world_size": 4}],
+    "variance_importance": [
+        {"world_size": 2},
+        {"history": 3, "min_ess": 0.9, "world_size": 4},
+        {"balance": True, "world_size": 2},
+    ],
 }
 
 _NOT_FRACTIONS = [-0.1, 1.5, NAN, "0.5"]
@@ -241,6 +245,7 @@ SAMPLER_BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"min_ess": NAN}, "min_ess"),
         ({"world_size": 0}, "world_size"),
         ({"world_size": 1, "rank": 1}, "world_size"),
+        ({"balance": "yes"}, "balance"),
     ],
 }
 

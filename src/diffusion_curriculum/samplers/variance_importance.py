@@ -20,6 +20,15 @@ What this sampler changes, and why:
   (a shared stream) and keeps every R-th draw, so that ranks do not draw the same bins by chance.
 
 Always importance-weighted: the training objective is the uniform one in expectation, from the first step.
+
+**Balanced** (``balance=True``, the one variant): the same rule for another objective, sum_b pi_b log L_b (L_b
+bin b's mean loss), whose gradient is sum_b pi_b grad L_b / L_b: every noise level counts equally in relative
+terms, which is what the verdict's balanced-denoising endpoint (E2) measures. It is EDM2's learned uncertainty
+weighting at its optimum (Karras et al., "Analyzing and Improving the Training Dynamics of Diffusion Models",
+arXiv 2312.02696, Sec. 5: loss / exp(u) + u over u is smallest at u = log E[loss], where the weight is
+1 / E[loss]), with the running means in place of a learned u. The base density pi becomes
+pi_b / L_b (normalised), and everything above follows with it: draws proportional to that base times the
+root mean square loss, ESS mixing with that base, weights base_b / p_b (mean 1 under the draws).
 """
 
 from __future__ import annotations
@@ -75,6 +84,10 @@ class VarianceImportance(ClusterSampler):
     mixing with the base density pi that keeps the weights' effective sample size at least ``min_ess``
     (:func:`mix_for_ess`). Every loss is weighted by pi_b / p_b. Until any loss is seen, p = pi.
 
+    With ``balance``, pi is replaced by the balanced base density pi_b / m1_b (normalised; m1_b the running mean
+    loss in the bin over the same window, a bin not yet seen taking the pi-weighted mean of those seen), which
+    makes the weighted loss an estimate of the gradient of sum_b pi_b log L_b (see the module's notes).
+
     Losses are reduced over ranks in ``observe`` (per-bin sums of squares and counts), so every rank holds the
     same state; draws come from one stream shared by the ``world_size`` ranks (None: torch.distributed's, else
     1), stratified over the global batch, each rank keeping every ``world_size``-th draw from its rank on.
@@ -88,6 +101,7 @@ class VarianceImportance(ClusterSampler):
         *,
         history: int = 10,
         min_ess: float = 0.5,
+        balance: bool = False,
         density: ContinuousNoise | None = None,
         seed: int = 0,
         rank: int | None = None,
@@ -96,6 +110,9 @@ class VarianceImportance(ClusterSampler):
         super().__init__(clusters, density=density, seed=seed, rank=rank)
         self.history = check_int("history", history, 1)
         self.min_ess = check_real("min_ess", min_ess, 0.0, 1.0, open_low=True)
+        if not isinstance(balance, bool):
+            raise UserError(f"balance must be true or false, got {balance!r}")
+        self.balance = balance
         if world_size is None:
             world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.world_size = check_int("world_size", world_size, 1)
@@ -103,38 +120,50 @@ class VarianceImportance(ClusterSampler):
             raise UserError(f"rank {self.rank} is not below world_size {self.world_size}")
         steps = self.T if self.T is not None else _STEPS_OF_A_CONTINUOUS_SPACE
         self.horizon = (self.history * steps * self.bin_shares).round().clamp(min=1.0)  # losses per bin's window
+        self._m1 = torch.zeros(self.n_clusters, dtype=_F64)
         self._m2 = torch.zeros(self.n_clusters, dtype=_F64)
         self._seen = torch.zeros(self.n_clusters, dtype=torch.long)
         self._update_probs()
 
     # ----- the draw density and the weights -------------------------------------------------------
+    @staticmethod
+    def _filled(values: Tensor, seen: Tensor, pi: Tensor) -> Tensor:
+        """``values`` of the bins seen, the pi-weighted mean of those for the bins not yet seen."""
+        fill = float((pi[seen] * values[seen]).sum() / pi[seen].sum())
+        return torch.where(seen, values, torch.full_like(values, fill))
+
     def _update_probs(self) -> None:
         seen = self._seen > 0
         pi = self.bin_shares
+        self._base = pi.clone()
         if not bool(seen.any()):
             self._probs, self.mix = pi.clone(), 1.0
             return
-        fill = float((pi[seen] * self._m2[seen]).sum() / pi[seen].sum())
-        target = pi * torch.where(seen, self._m2, torch.full_like(self._m2, fill)).sqrt()
+        if self.balance:
+            m1 = self._filled(self._m1, seen, pi)
+            if bool((m1 > 0).all()):  # a bin whose every loss was 0 leaves the uniform objective's base
+                self._base = pi / m1 / (pi / m1).sum()
+        target = self._base * self._filled(self._m2, seen, pi).sqrt()
         if not float(target.sum()) > 0:  # every loss so far was 0: nothing to prefer
-            self._probs, self.mix = pi.clone(), 1.0
+            self._probs, self.mix = self._base.clone(), 1.0
             return
         target = target / target.sum()
-        self.mix = mix_for_ess(pi, target, self.min_ess)
-        self._probs = (1.0 - self.mix) * target + self.mix * pi
+        self.mix = mix_for_ess(self._base, target, self.min_ess)
+        self._probs = (1.0 - self.mix) * target + self.mix * self._base
 
     def bin_probs(self) -> Tensor:
         return self._probs.clone()
 
     @property
     def max_weight(self) -> float:
-        """The largest loss weight the current density gives, pi_b / p_b."""
-        return float((self.bin_shares / self._probs).max())
+        """The largest loss weight the current density gives, base_b / p_b."""
+        return float((self._base / self._probs).max())
 
     def loss_weights(self, levels: Tensor) -> Tensor:
-        """pi_b / p_b for each level's bin, from the density the levels were drawn with."""
+        """base_b / p_b for each level's bin (pi_b / p_b unless balanced), from the density the levels were drawn
+        with."""
         bins = self._bin_of(levels)
-        w = self.bin_shares[bins] / self._probs[bins]
+        w = self._base[bins] / self._probs[bins]
         return w.reshape(levels.shape).to(device=levels.device, dtype=torch.float32)
 
     # ----- drawing: one stratified grid over the global batch ----------------------------------------
@@ -155,7 +184,7 @@ class VarianceImportance(ClusterSampler):
 
     # ----- learning -----------------------------------------------------------------------------------
     def _learn(self, values: Tensor | None, levels: Tensor | None, sums: Tensor, counts: Tensor) -> None:
-        """Fold the step's squared losses (all ranks') into each bin's running mean over its window."""
+        """Fold the step's losses and squared losses (all ranks') into each bin's running means over its window."""
         squares = torch.zeros(self.n_clusters, dtype=_F64)
         if values is not None and values.numel():
             squares.index_add_(0, self._bin_of(levels), values.pow(2))
@@ -167,19 +196,20 @@ class VarianceImportance(ClusterSampler):
             # A running mean while the window is not full, an exponential one over the window after: the
             # new losses' mean gets weight k / min(seen + k, window) (1 when k fills the window alone).
             rate = n / torch.maximum(n, torch.minimum(self._seen.to(_F64) + n, self.horizon))
-            mean_new = squares / n.clamp(min=1.0)
-            self._m2 = torch.where(got, self._m2 + rate * (mean_new - self._m2), self._m2)
+            self._m1 = torch.where(got, self._m1 + rate * (sums / n.clamp(min=1.0) - self._m1), self._m1)
+            self._m2 = torch.where(got, self._m2 + rate * (squares / n.clamp(min=1.0) - self._m2), self._m2)
             self._seen += new
         self._update_probs()
 
     # ----- exact resume --------------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
-        return super()._config() | {"history": self.history, "min_ess": self.min_ess}
+        return super()._config() | {"history": self.history, "min_ess": self.min_ess, "balance": self.balance}
 
     def _state(self) -> dict[str, Any]:
-        return {"m2": self._m2.clone(), "seen": self._seen.clone()}
+        return {"m1": self._m1.clone(), "m2": self._m2.clone(), "seen": self._seen.clone()}
 
     def _load(self, state: dict[str, Any]) -> None:
+        self._m1 = state["m1"].clone()
         self._m2 = state["m2"].clone()
         self._seen = state["seen"].clone()
         self._update_probs()
