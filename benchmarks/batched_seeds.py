@@ -13,7 +13,10 @@ is mostly per-call overhead. This script measures that premise on the grids' own
 - **sampling**: one denoiser call on an evaluation batch (``--eval-n`` items, as one DDIM step of a grid's
   evaluation), alone and ``vmap``-ed over K seeds,
 
-and prints milliseconds per seed-step and the speed-up per seed of the batched path over the single one.
+and prints milliseconds per seed-step and the speed-up per seed of the batched path over the single one. To say
+whether a step is overhead or arithmetic, it also counts a single step's FLOPs (``torch.utils.flop_counter``)
+and gives the achieved rate as a fraction of the machine's fp32 matrix-multiply rate on the same threads
+(``throughput.py``'s measurement): a step near that rate has no per-call overhead left for batching to remove.
 Both paths use the same number of torch threads (``--threads``, default 1: a grid's worker), and every
 contender is timed ``--reps`` rounds in rotated order in one process, so that a slow phase of a shared machine
 hits all of them; medians are reported. It measures only the arithmetic a batched path would share: the
@@ -37,8 +40,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from throughput import matmul_rate  # benchmarks/throughput.py: the machine's fp32 matmul rate
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.utils.flop_counter import FlopCounterMode
 
 from diffusion_curriculum.models import ModelSpec, build_model
 
@@ -76,6 +81,15 @@ def _single(spec: ModelSpec, batch: int, eval_n: int) -> tuple[Callable[[], None
         model(xe, te)
 
     return train, evaluate
+
+
+def _step_flops(spec: ModelSpec, batch: int) -> int:
+    """FLOPs of one training step's forward and backward pass of one seed (the optimizer's are negligible)."""
+    model = _seeded_model(spec, 0)
+    x, t = torch.randn(batch, *spec.data_shape), torch.randint(0, 1000, (batch,))
+    with FlopCounterMode(display=False) as counter:
+        (model(x, t) - x).square().mean().backward()
+    return counter.get_total_flops()
 
 
 def _batched(spec: ModelSpec, batch: int, eval_n: int, k: int) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -138,7 +152,8 @@ def measure(model: str, ks: list[int], steps: int, reps: int, eval_n: int) -> di
     for name in names:
         for what in ("train", "evaluate"):
             rows[name][f"{what}_speedup"] = rows["single"][what] / rows[name][what]
-    return {"model": model, "batch": batch, "eval_n": eval_n, "rows": rows}
+    flops = _step_flops(spec, batch)
+    return {"model": model, "batch": batch, "eval_n": eval_n, "rows": rows, "step_gflop": flops / 1e9}
 
 
 def main() -> None:
@@ -153,14 +168,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ks = [int(k) for k in args.ks.split(",")]
+    rate = matmul_rate(torch.device("cpu"))
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"fp32 matmul rate on {args.threads} thread(s): {rate / 1e9:.1f} GFLOP/s")
     results = []
     for model in args.models.split(","):
         if model not in MODELS:
             parser.error(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
         res = measure(model, ks, args.steps, args.reps, args.eval_n)
         results.append(res)
-        print(f"\n{model} (training batch {res['batch']}, evaluation batch {res['eval_n']}), ms per seed:")
+        achieved = res["step_gflop"] / (res["rows"]["single"]["train"] / 1000)
+        print(
+            f"\n{model} (training batch {res['batch']}, evaluation batch {res['eval_n']}): one step "
+            f"{res['step_gflop']:.3f} GFLOP, {achieved:.1f} GFLOP/s alone, {achieved / (rate / 1e9):.0%} of the "
+            "matmul rate; ms per seed:"
+        )
         print(f"{'':>14} {'train step':>11} {'speed-up':>9} {'eval call':>10} {'speed-up':>9}")
         for name, row in res["rows"].items():
             print(
@@ -169,7 +191,8 @@ def main() -> None:
             )
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"threads": args.threads, "torch": torch.__version__, "results": results}, f, indent=2)
+            record = {"threads": args.threads, "torch": torch.__version__, "matmul_gflops": rate / 1e9}
+            json.dump(record | {"results": results}, f, indent=2)
 
 
 if __name__ == "__main__":
