@@ -92,23 +92,28 @@ def _step_flops(spec: ModelSpec, batch: int) -> int:
     return counter.get_total_flops()
 
 
-def _batched(spec: ModelSpec, batch: int, eval_n: int, k: int) -> tuple[Callable[[], None], Callable[[], None]]:
-    """The same step and call for K seeds as one stacked, ``vmap``-ed model (issue 32's proposal)."""
-    models = [_seeded_model(spec, s) for s in range(k)]
+def stacked(models: list[nn.Module]) -> tuple[Callable[..., Tensor], dict[str, Tensor], dict[str, Tensor]]:
+    """K modules of one architecture as one: their stacked parameters (leaves to optimise), buffers, and a
+    ``vmap``-ed call ``forward(params, buffers, x, t)`` over a leading seed dimension of every argument."""
     params, buffers = stack_module_state(models)
     params = {name: p.detach().requires_grad_() for name, p in params.items()}
     skeleton = copy.deepcopy(models[0]).to("meta")
+
+    def call(p: dict[str, Tensor], b: dict[str, Tensor], xi: Tensor, ti: Tensor) -> Tensor:
+        return functional_call(skeleton, (p, b), (xi, ti))
+
+    return vmap(call), params, buffers
+
+
+def _batched(spec: ModelSpec, batch: int, eval_n: int, k: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The same step and call for K seeds as one stacked, ``vmap``-ed model (issue 32's proposal)."""
+    forward, params, buffers = stacked([_seeded_model(spec, s) for s in range(k)])
     opt = torch.optim.AdamW(params.values(), lr=1e-4, foreach=True)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(k, batch, *spec.data_shape, generator=g)
     t = torch.randint(0, 1000, (k, batch), generator=g)
     xe = torch.randn(k, eval_n, *spec.data_shape, generator=g)
     te = torch.full((k, eval_n), 500)
-
-    def call(p: dict[str, Tensor], b: dict[str, Tensor], xi: Tensor, ti: Tensor) -> Tensor:
-        return functional_call(skeleton, (p, b), (xi, ti))
-
-    forward = vmap(call)
 
     def train() -> None:
         loss = (forward(params, buffers, x, t) - x).square().mean(dim=tuple(range(1, x.dim()))).sum()
@@ -156,7 +161,8 @@ def measure(model: str, ks: list[int], steps: int, reps: int, eval_n: int) -> di
     return {"model": model, "batch": batch, "eval_n": eval_n, "rows": rows, "step_gflop": flops / 1e9}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the measurement (``argv``: the command line's arguments) and return what ``--out`` writes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="mlp,unet", help="comma-separated: " + ", ".join(MODELS))
     parser.add_argument("--ks", default="1,4,8,16", help="batch sizes in seeds, comma-separated")
@@ -165,7 +171,7 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=500, help="items per evaluation call (a grid's eval.n)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a grid worker has 1)")
     parser.add_argument("--out", help="also write the results as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     ks = [int(k) for k in args.ks.split(",")]
     rate = matmul_rate(torch.device("cpu"))
@@ -189,10 +195,11 @@ def main() -> None:
                 f"{name:>14} {row['train']:>11.2f} {row['train_speedup']:>8.2f}x"
                 f" {row['evaluate']:>10.2f} {row['evaluate_speedup']:>8.2f}x"
             )
+    record = {"threads": args.threads, "torch": torch.__version__, "matmul_gflops": rate / 1e9, "results": results}
     if args.out:
         with open(args.out, "w") as f:
-            record = {"threads": args.threads, "torch": torch.__version__, "matmul_gflops": rate / 1e9}
-            json.dump(record | {"results": results}, f, indent=2)
+            json.dump(record, f, indent=2)
+    return record
 
 
 if __name__ == "__main__":
