@@ -287,3 +287,23 @@ def test_a_sampler_grid_runs_matched_marginal_after_its_source_and_reports_the_s
     md = (out / "report.md").read_text()
     assert "## Where the samples went" in md and (out / "figures" / "shares.png").is_file()
     assert "matched_marginal" in md and "learning_progress" in md
+
+
+def test_a_comment_added_to_a_grid_file_resumes_it_and_a_changed_value_is_another_grid(tmp_path):
+    """claim_folder compares the YAML values, not the text: a preset whose comment now records a measured time
+    still resumes its grid folder (and the folder keeps the new text); a changed seed is a different grid."""
+    from diffusion_curriculum.errors import RunError
+    from diffusion_curriculum.experiments.runner import GRID_OUTPUTS
+    from diffusion_curriculum.jobs import claim_folder
+
+    text = preset_path("smoke").read_text()
+    out = tmp_path / "g"
+    claim_folder(out, "grid.yaml", text, "grid", False, GRID_OUTPUTS, validate=load_grid)
+    (out / "runs" / "none-none-s0").mkdir(parents=True)
+    commented = "# measured: 3 s on 2 idle cores\n" + text.replace("\nseeds:", "\n# fresh seeds\nseeds:")
+    claim_folder(out, "grid.yaml", commented, "grid", False, GRID_OUTPUTS, validate=load_grid)
+    assert (out / "grid.yaml").read_text() == commented and (out / "runs" / "none-none-s0").is_dir()
+    changed = yaml.safe_load(text) | {"seeds": [5, 6]}
+    with pytest.raises(RunError, match="holds a different grid; pass --overwrite"):
+        claim_folder(out, "grid.yaml", yaml.safe_dump(changed), "grid", False, GRID_OUTPUTS, validate=load_grid)
+    assert (out / "grid.yaml").read_text() == commented

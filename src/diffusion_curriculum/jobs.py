@@ -94,8 +94,9 @@ def claim_folder(
     ``overwrite``, which deletes the set's files first: ``spec_file``, ``outputs`` and ``runs/``, whose
     folders must hold only run files; a folder holding anything else is refused, never emptied. A
     damaged ``spec_file`` (not YAML, or refused by ``validate``, which raises a ConfigError) is refused
-    naming it, without the advice to overwrite (that would delete finished runs). The same set is left
-    as it is, so a restart resumes it.
+    naming it, without the advice to overwrite (that would delete finished runs). The same set (the same
+    YAML values: a comment, say a measured time added to a preset, does not make another set) is left as
+    it is, so a restart resumes it.
     """
     check_not_file(out)
     saved = out / spec_file
@@ -112,7 +113,7 @@ def claim_folder(
                 f"{detail}; it records the {what} this folder holds, which cannot be resumed without it: "
                 "restore it, or choose another --out"
             ) from None
-        if old != text:
+        if load_yaml(old, str(saved)) != load_yaml(text, what):  # comments and layout do not make another set
             raise RunError(f"{out} holds a different {what}; pass --overwrite to replace it or choose another --out")
     if overwrite and out.exists():
         check_claim(out, spec_file, what, overwrite, outputs)
