@@ -25,10 +25,10 @@ Always importance-weighted: the training objective is the uniform one in expecta
 bin b's mean loss), whose gradient is sum_b pi_b grad L_b / L_b: every noise level counts equally in relative
 terms, which is what the verdict's balanced-denoising endpoint (E2) measures. It is EDM2's learned uncertainty
 weighting at its optimum (Karras et al., "Analyzing and Improving the Training Dynamics of Diffusion Models",
-arXiv 2312.02696, Sec. 5: loss / exp(u) + u over u is smallest at u = log E[loss], where the weight is
-1 / E[loss]), with the running means in place of a learned u. The base density pi becomes
-pi_b / L_b (normalised), and everything above follows with it: draws proportional to that base times the
-root mean square loss, ESS mixing with that base, weights base_b / p_b (mean 1 under the draws).
+arXiv 2312.02696: loss / exp(u) + u over u is smallest at u = log E[loss], where the weight is 1 / E[loss]),
+with the running means in place of a learned u. The base density pi becomes pi_b / L_b (normalised), and
+everything above follows with it: draws proportional to that base times the root mean square loss, ESS mixing
+with that base, weights base_b / p_b (mean 1 under the draws).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class VarianceImportance(ClusterSampler):
     loss in the bin over the same window, a bin not yet seen taking the pi-weighted mean of those seen), which
     makes the weighted loss an estimate of the gradient of sum_b pi_b log L_b (see the module's notes).
 
-    Losses are reduced over ranks in ``observe`` (per-bin sums of squares and counts), so every rank holds the
+    Losses are reduced over ranks in ``observe`` (per-bin sums, sums of squares and counts), so every rank holds the
     same state; draws come from one stream shared by the ``world_size`` ranks (None: torch.distributed's, else
     1), stratified over the global batch, each rank keeping every ``world_size``-th draw from its rank on.
     """
