@@ -174,7 +174,8 @@ def test_a_tiny_grid_with_three_pacings_and_the_paired_aa_arm_reports_each_arm_u
         assert f"| `{label}` |" in md
     assert "| `uniform_aa` (paired A/A) |" in md and "s0: never" in md
     # the curriculum table states when each arm's pacing, as configured, has every timestep in play
-    assert "| `e2h_linear` | 4 | step 8 (20%) |" in md and "| `e2h_never` | 4 | step 3,000 (7500%) |" in md
+    # and when it did, in the same convention (the step after which, as the pacing recorded it): 8, not 9
+    assert "| `e2h_linear` | 4 | step 8 (20%) | 8 |" in md and "| `e2h_never` | 4 | step 3,000 (7500%) |" in md
     assert (
         "Decision rule on E2, balanced denoising, fixed in the preset" in md
         and "(unadjusted: outside the family)" in md

@@ -114,10 +114,14 @@ class Run:
 
     @property
     def all_unlocked(self) -> int | None:
-        """First logged step trained with every cluster unlocked; None for no curriculum or never."""
+        """The step after which every cluster was in play, as the pacing recorded it (its ``stage_changes``:
+        fixed pacing at fraction f of the budget gives round(f x max_steps), the configured phase), not the
+        first logged step trained so, which is one later and later still when lines are logged every k steps;
+        None for no curriculum or never."""
         if not self.stages or self.stages[0][2] <= 1:
             return None
-        return next((s for s, st, n in self.stages if st >= n), None)
+        n_stages = self.stages[0][2]
+        return next((step for step, stage, _ in self.stage_changes if stage >= n_stages), None)
 
     @property
     def final_step(self) -> int | None:
