@@ -4,7 +4,11 @@ training them again."""
 
 from pathlib import Path
 
-from diffusion_curriculum.experiments import load_grid, preset_path
+import pytest
+import yaml
+
+from diffusion_curriculum.experiments import PRESETS, load_grid, preset_path
+from diffusion_curriculum.experiments.grid import verdict_plan
 
 SHARED = ("none", "uniform_aa", "loss_importance")
 
@@ -41,5 +45,24 @@ def test_the_variance_arms_read_the_clusters_the_development_grid_used():
 
 def test_the_judging_seeds_were_never_development_seeds():
     dev = set(_grid("variance_dev").seeds)
-    for name in ("variance_gmm", "variance_digits"):
+    for name in ("variance_gmm", "variance_digits", "variance_uncond", "variance_class"):
         assert not set(_grid(name).seeds) & dev, name
+
+
+@pytest.mark.parametrize(("name", "problem"), [("variance_uncond", "uncond"), ("variance_class", "class")])
+def test_the_14x14_judging_grids_are_their_verdicts_problem_on_seeds_no_other_preset_uses(name, problem):
+    """The issue's 5 seeds, used by no other preset; the verdict's data, model, conditioning and training
+    (its pacing keys aside, which no arm here reads); at least 16 FID points; the five arms and the
+    head-to-head contrasts with loss importance sampling in Holm's family."""
+    judged, verdict = _grid(name), _grid(problem)
+    assert len(judged.seeds) == 5
+    others = set().union(*(set(_grid(p).seeds) for p in PRESETS if p != name))
+    assert not set(judged.seeds) & others
+    assert judged.budget // judged.eval_every >= 16 and judged.budget == verdict.budget
+    for section in ("data", "model", "objective", "train", "sample"):
+        assert judged.base.get(section) == verdict.base.get(section), section
+    assert judged.base["curriculum"]["n_clusters"] == verdict.base["curriculum"]["n_clusters"]
+    assert judged.methods == ["none", "uniform_aa", "loss_importance", "variance_importance", "variance_balanced"]
+    plan = verdict_plan(yaml.safe_load(preset_path(name).read_text())["verdict"])
+    assert plan.family == ("variance_importance", "variance_balanced") and plan.primary == ("e1", "e2")
+    assert plan.contrasts == (("variance_importance", "loss_importance"), ("variance_balanced", "loss_importance"))

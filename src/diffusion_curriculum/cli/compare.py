@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--preset",
         help=(
             "smoke, quick (default), gmm, curriculum_gmm, digits, curriculum_digits, aa, samplers, samplers_digits, "
-            "variance_dev, variance_gmm, variance_digits, uncond, class, text or gpu"
+            "variance_dev, variance_gmm, variance_digits, variance_uncond, variance_class, uncond, class, text or gpu"
         ),
     )
     source.add_argument("--config", type=Path, help="a grid YAML file (see the presets for the format)")

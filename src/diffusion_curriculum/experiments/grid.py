@@ -53,6 +53,8 @@ PRESETS = (
     "variance_dev",
     "variance_gmm",
     "variance_digits",
+    "variance_uncond",
+    "variance_class",
 )
 _GRID_KEYS = {
     "name",
