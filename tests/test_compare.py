@@ -307,3 +307,39 @@ def test_a_comment_added_to_a_grid_file_resumes_it_and_a_changed_value_is_anothe
     with pytest.raises(RunError, match="holds a different grid; pass --overwrite"):
         claim_folder(out, "grid.yaml", yaml.safe_dump(changed), "grid", False, GRID_OUTPUTS, validate=load_grid)
     assert (out / "grid.yaml").read_text() == commented
+
+
+def test_a_finished_run_is_used_only_if_this_grid_gives_it_the_same_config(tmp_path, capsys):
+    """docs/experiments.md shares finished runs between grids by copying their folders: a copy made with this
+    grid's config is used as it is (its folder, ``out``, may differ), one made with another is refused in one
+    line, exit 2, before anything is trained or evaluated and without touching the folder."""
+    from diffusion_curriculum.cli import main
+    from diffusion_curriculum.config import dotted_overrides, dump_config, load_config
+
+    path = _grid_file(
+        tmp_path,
+        methods=["none"],
+        eval={"every": 5},
+        base={"data": {"dataset": "gmm"}, "model": {"arch": "mlp", "preset": "tiny"}, "train": {"max_steps": 10}},
+    )
+    grid = load_grid(path)
+    spec = grid.runs()[0]
+    out = tmp_path / "out"
+    run = out / "runs" / spec.name
+    run.mkdir(parents=True)
+    elsewhere = grid.run_config(spec, tmp_path / "other_grid" / "runs" / spec.name)
+    (run / "done.json").write_text(json.dumps({"name": spec.name, "status": "done"}))
+
+    changed = load_config(overrides={**dotted_overrides(elsewhere.to_dict()), "train.lr": elsewhere.train.lr * 2})
+    dump_config(changed, run / "config.yaml")
+    before = sorted(p.name for p in run.iterdir())
+    code = main(["compare", "--config", str(path), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"{run} is a finished run of another experiment (train.lr is" in err[0] and "move it out of" in err[0]
+    assert sorted(p.name for p in run.iterdir()) == before
+
+    dump_config(elsewhere, run / "config.yaml")  # the same experiment, trained in another folder
+    from diffusion_curriculum.experiments.runner import _check_finished_run
+
+    _check_finished_run(grid, spec, run)

@@ -24,6 +24,7 @@ from ..metrics.directions import lower_is_better
 from ..pacing import pacing_span
 from ..progress import PROGRESS_DIR, JobPlan, ProgressBoard, reporting
 from ..runs import checkpoints as ckpt
+from ..runs import layout
 from ..runs.lock import folder_lock
 from ..runs.records import read_json
 from ..samplers import TimestepSampler
@@ -125,6 +126,24 @@ def run_one(
     # The curve is in eval.jsonl now; keep only the newest checkpoint (enough to extend the run).
     ckpt.prune(run_dir / "checkpoints", keep=1)
     return record
+
+
+def _check_finished_run(grid: GridConfig, spec: RunSpec, run_dir: Path) -> None:
+    """A finished run is used as it is, never trained again: refuse one made with another config than this
+    grid gives it (a run folder copied in from another grid, as docs/experiments.md shares runs between grids,
+    or its config.yaml edited). Its folder may have moved: its ``out``, and the folder of a source run it read
+    (matched_marginal's ``from``) where that run has the same name, are not compared."""
+    expected = grid.run_config(spec, run_dir)
+    saved = layout.load_run_config(run_dir).to_dict()
+    params, ours = saved["curriculum"]["sampler_params"], expected.curriculum.sampler_params
+    if "from" in params and "from" in ours and Path(params["from"]).name == Path(ours["from"]).name:
+        params["from"] = ours["from"]
+    difference = layout.config_difference(saved, expected, run_dir / layout.CONFIG, ignore=("out",))
+    if difference is not None:
+        raise RunError(
+            f"{run_dir} is a finished run of another experiment ({difference}); move it out of "
+            f"{run_dir.parent} or choose another --out"
+        )
 
 
 def _plan(grid: GridConfig, name: str, batch_size: int) -> JobPlan:
@@ -333,8 +352,11 @@ def _run_grid(
                 warnings.append(warning)
     for warning in warnings:
         print(f"diffusion-curriculum: warning: {warning}", file=sys.stderr)
-    auto = _auto_evaluator(grid, out, progress=sys.stderr.isatty())
     done_before = {s.name for s in specs if (out / "runs" / s.name / DONE).is_file()}
+    for spec in specs:
+        if spec.name in done_before:
+            _check_finished_run(grid, spec, out / "runs" / spec.name)
+    auto = _auto_evaluator(grid, out, progress=sys.stderr.isatty())
     if slurm is not None:  # every unfinished run at once, each with the CPUs its job asked for
         n_workers, threads = max(1, len(specs) - len(done_before)), slurm.cpus_per_run
     else:

@@ -34,6 +34,7 @@ __all__ = [
     "check_folder",
     "check_not_file",
     "check_same_run",
+    "config_difference",
     "foreign_entries",
     "load_run_config",
     "log_gap",
@@ -129,28 +130,34 @@ def load_run_config(out: Path) -> Config:
         raise RunError(message if str(path) in message else f"{path}: {message}") from None
 
 
-def check_same_run(saved: Config | dict, current: Config, source: str | Path = "the run") -> None:
-    """A resume must continue the same experiment: only the keys in RESUMABLE_KEYS may change, and
-    ``train.max_steps`` only while the curriculum does not derive from it. ``saved`` (a config, or a
-    checkpoint's config dict) is named by ``source`` in the error."""
-    a = saved.to_dict() if isinstance(saved, Config) else _completed(saved, source)
-    b = current.to_dict()
-    old_steps = a["train"]["max_steps"]
-    for key in RESUMABLE_KEYS:
+def config_difference(
+    saved: Config | dict, current: Config, source: str | Path = "the run", ignore: tuple[str, ...] = ()
+) -> str | None:
+    """The first key whose value differs between ``saved`` (a config, or a saved config dict, completed with
+    today's defaults) and ``current``, keys in ``ignore`` aside, as "KEY is NEW here but SOURCE has OLD"; None if
+    they are the same experiment."""
+    a, b = _as_config(saved, source).to_dict(), current.to_dict()
+    for key in ignore:
         section, _, name = key.rpartition(".")
         (a[section] if section else a)[name] = (b[section] if section else b)[name]
     for section, values in a.items():
         if values != b[section]:
             if isinstance(values, dict):
                 key = next(k for k in values if values[k] != b[section][k])
-                raise RunError(
-                    f"--resume: {section}.{key} is {short(b[section][key])} here but {source} has "
-                    f"{short(values[key])}; start a new run (--out) to change it"
-                )
-            raise RunError(
-                f"--resume: {section} is {short(b[section])} here but {source} has {short(values)}; "
-                "start a new run (--out) to change it"
-            )
+                return f"{section}.{key} is {short(b[section][key])} here but {source} has {short(values[key])}"
+            return f"{section} is {short(b[section])} here but {source} has {short(values)}"
+    return None
+
+
+def check_same_run(saved: Config | dict, current: Config, source: str | Path = "the run") -> None:
+    """A resume must continue the same experiment: only the keys in RESUMABLE_KEYS may change, and
+    ``train.max_steps`` only while the curriculum does not derive from it. ``saved`` (a config, or a
+    checkpoint's config dict) is named by ``source`` in the error."""
+    saved = _as_config(saved, source)
+    difference = config_difference(saved, current, source, ignore=RESUMABLE_KEYS)
+    if difference is not None:
+        raise RunError(f"--resume: {difference}; start a new run (--out) to change it")
+    old_steps = saved.train.max_steps
     derived = _derived_from_max_steps(current)
     if old_steps != current.train.max_steps and derived is not None:
         raise RunError(
@@ -160,10 +167,12 @@ def check_same_run(saved: Config | dict, current: Config, source: str | Path = "
         )
 
 
-def _completed(saved: dict, source: str | Path) -> dict:
-    """A saved config dict with today's defaults for keys added since (as config.yaml is read)."""
+def _as_config(saved: Config | dict, source: str | Path) -> Config:
+    """A saved config, or a saved config dict with today's defaults for keys added since (as config.yaml is read)."""
+    if isinstance(saved, Config):
+        return saved
     try:
-        return load_config(overrides=dotted_overrides(saved)).to_dict()
+        return load_config(overrides=dotted_overrides(saved))
     except ConfigError as exc:
         raise RunError(f"{source}: its saved config does not load ({exc})") from None
 
