@@ -132,7 +132,9 @@ def _check_finished_run(grid: GridConfig, spec: RunSpec, run_dir: Path) -> None:
     """A finished run is used as it is, never trained again: refuse one made with another config than this
     grid gives it (a run folder copied in from another grid, as docs/experiments.md shares runs between grids,
     or its config.yaml edited). Its folder may have moved: its ``out``, and the folder of a source run it read
-    (matched_marginal's ``from``) where that run has the same name, are not compared."""
+    (matched_marginal's ``from``) where that run has the same name, are not compared. A damaged done marker
+    is named first."""
+    read_json(run_dir / DONE, "record of a finished run (delete it to evaluate the run again)")
     expected = grid.run_config(spec, run_dir)
     saved = layout.load_run_config(run_dir).to_dict()
     params, ours = saved["curriculum"]["sampler_params"], expected.curriculum.sampler_params
