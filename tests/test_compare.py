@@ -59,6 +59,7 @@ def test_smoke_grid_writes_both_reports_and_survives_a_kill(tmp_path):
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
     assert "report.md" in stdout
+    assert "1 worker(s) x 1 thread(s)" in stdout + stderr  # OMP_NUM_THREADS=1 caps the worker's threads
     md, html = (clean / "report.md").read_text(), (clean / "report.html").read_text()
     assert "easy_to_hard" in md and "data:image/png;base64," in html
     # the speed-up instrument: the dense curve first, then the table with intervals and corrected p-values
@@ -343,3 +344,26 @@ def test_a_finished_run_is_used_only_if_this_grid_gives_it_the_same_config(tmp_p
     from diffusion_curriculum.experiments.runner import _check_finished_run
 
     _check_finished_run(grid, spec, run)
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "omp", "threads"),
+    [
+        (8, 2, None, 4),
+        (8, 2, "1", 1),
+        (8, 2, "3,1", 3),
+        (8, 2, "16", 4),
+        (8, 2, "abc", 4),
+        (8, 2, "0", 4),
+        (2, 4, None, 1),
+    ],
+)
+def test_a_local_grid_shares_the_cores_out_at_most_omp_num_threads_each(monkeypatch, cores, workers, omp, threads):
+    from diffusion_curriculum.experiments import runner
+
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: cores)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert runner._threads_per_worker(workers) == threads

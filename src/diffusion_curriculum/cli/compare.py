@@ -30,7 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     source.add_argument("--config", type=Path, help="a grid YAML file (see the presets for the format)")
     compare.add_argument("--out", type=Path, help="output folder (default runs/compare_<name>)")
-    compare.add_argument("--workers", type=positive_int, help="parallel runs (default: the grid's, at most the cores)")
+    compare.add_argument(
+        "--workers",
+        type=positive_int,
+        help="parallel runs (default: the grid's, at most the cores), each with cores / workers torch threads, at "
+        "most OMP_NUM_THREADS when set",
+    )
     compare.add_argument("--overwrite", action="store_true", help="replace a different grid already in --out")
     compare.add_argument(
         "--inception-weights",

@@ -128,6 +128,18 @@ def run_one(
     return record
 
 
+def _threads_per_worker(n_workers: int) -> int:
+    """Torch threads for each of ``n_workers`` local runs: the cores shared out, at most OMP_NUM_THREADS when it
+    is set (on a machine shared with other work, more threads than free cores make OpenMP's threads spin-wait
+    on each other, burning CPU for nothing). Of an OpenMP list ("4,2") the first level counts; a value that is
+    not a positive integer is ignored, as OpenMP runtimes ignore it."""
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    cap = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if cap.isdigit() and int(cap) >= 1:
+        threads = min(threads, int(cap))
+    return threads
+
+
 def _check_finished_run(grid: GridConfig, spec: RunSpec, run_dir: Path) -> None:
     """A finished run is used as it is, never trained again: refuse one made with another config than this
     grid gives it (a run folder copied in from another grid, as docs/experiments.md shares runs between grids,
@@ -363,7 +375,7 @@ def _run_grid(
         n_workers, threads = max(1, len(specs) - len(done_before)), slurm.cpus_per_run
     else:
         n_workers = max(1, min(workers or grid.workers, os.cpu_count() or 1, len(specs)))
-        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        threads = _threads_per_worker(n_workers)
     metric, lower = _primary_metric(grid)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     records: dict[str, dict] = {}
