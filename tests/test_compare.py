@@ -52,6 +52,7 @@ def _results(out: Path) -> dict:
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)  # three small grids: ~40 s on an idle 2-core machine, minutes under load
 def test_smoke_grid_writes_both_reports_and_survives_a_kill(tmp_path):
     clean = tmp_path / "clean"
@@ -250,6 +251,7 @@ def test_base_cannot_set_the_sampler(tmp_path):
             load_grid(path)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_sampler_grid_runs_matched_marginal_after_its_source_and_reports_the_shares(tmp_path):
     """A tiny grid (gmm, 8 steps): the matched marginal trains on the time-averaged shares of the

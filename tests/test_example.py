@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "diffusers_unconditional.py"
 # stages of 1 + 1 steps (no smoothing), capped there: every stage within a few steps
 FAST_STAGES = ["--n_clusters", "3", "--patience", "1", "--pacing_ema", "0", "--cap_multiple", "1"]
@@ -96,6 +98,7 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_two_processes_killed_and_resumed_continue_every_rank_bit_for_bit(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     proc = subprocess.run(_torchrun(whole), capture_output=True, text=True, timeout=400, env=_env())

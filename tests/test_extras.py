@@ -221,6 +221,7 @@ def test_the_text_encoder_without_its_extra_says_which_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_help_and_clusters_need_no_extra():
     for args in (["--help"], ["--version"], ["train", "--help"], ["clusters", "-n", "4"]):
         result = _run(CLI, NOT_CORE, *args)

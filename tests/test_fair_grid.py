@@ -120,6 +120,7 @@ def test_a_matched_control_until_the_target_counts_the_sources_draws_up_to_that_
         matched_shares(run, 4, until=0)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)  # 5 tiny runs: about half a minute on an idle 2-core machine, minutes under load
 def test_a_tiny_grid_with_three_pacings_and_the_paired_aa_arm_reports_each_arm_under_its_own_label(
     tmp_path, monkeypatch, capsys

@@ -155,6 +155,7 @@ def test_a_bad_pacing_source_names_the_key(tmp_path, methods, key):
     assert str(info.value).startswith(key), str(info.value)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_fixed_control_unlocks_at_its_sources_mean_steps_end_to_end(tmp_path):
     """A tiny gmm grid: the adaptive curriculum's two seeds, then the control, whose stage changes fall

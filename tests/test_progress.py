@@ -78,6 +78,7 @@ def test_no_eta_before_a_step_is_timed_and_a_bad_period_is_one_line(tmp_path, mo
         ProgressBoard("grid t", tmp_path / "p", [], set(), workers=1)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_grid_prints_a_plain_progress_line_every_period_when_not_on_a_terminal(tmp_path):
     """A tiny grid slowed down to several seconds, with stderr a pipe and a 1 s period: a plain line (no carriage

@@ -54,6 +54,7 @@ def _results(out: Path) -> dict:
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_smoke_grid_on_slurm_survives_a_scancel_and_ends_like_the_local_grid(cluster, tmp_path):
     env = {

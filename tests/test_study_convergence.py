@@ -141,6 +141,7 @@ def _numbers(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("wall_s", "cpu_s", "runs_wall_s", "workers")} for r in rows]
 
 
+@pytest.mark.slow
 def test_study_convergence_end_to_end_with_and_without_workers(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     proc = _study(one, "--workers", "1")

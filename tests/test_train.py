@@ -142,6 +142,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
     assert ra == rb  # no duplicated or missing log lines
 
 
+@pytest.mark.slow
 def test_two_process_cpu_run_logs_the_same_stage_on_every_rank(tmp_path, free_port):
     out = tmp_path / "ddp"
     cmd = [

@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import psutil
+import pytest
 
 from diffusion_curriculum.runs import checkpoints as ckpt
 
@@ -57,6 +58,7 @@ def _assert_gone(*workers: psutil.Process) -> None:
     assert not alive, alive
 
 
+@pytest.mark.slow
 def test_two_process_faults_end_cleanly_and_resume_exactly(tmp_path, cache):
     rng = random.Random(SEED)
     env = cli_env(cache, DIFFUSION_CURRICULUM_FAULT_NAN_STEPS="3@1")  # a bad loss on rank 1 only

@@ -6,6 +6,8 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from ._run import assert_same_run, cli_env, kill, last_logged_step, output, records, run, start, train_cmd, wait_until
 
 SEED = 7
@@ -17,6 +19,7 @@ def _staging_with_a_file(out: Path) -> bool:
     return root.is_dir() and any(any(p.iterdir()) for p in root.glob(".tmp_step_*") if p.is_dir())
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_random_points_resumes_to_the_uninterrupted_result(tmp_path, cache, reference_run):
     rng = random.Random(SEED)
     out = tmp_path / "run"

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ._run import cli_env, kill, run, start, wait_until
 
 STUDY_ARGS = ["--dataset", "gmm", "--model", "mlp-tiny", "--intervals", "2", "--max-steps", "1000", "--seeds", "0"]
@@ -39,6 +41,7 @@ def _numbers(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("wall_s", "cpu_s", "runs_wall_s")} for r in rows]
 
 
+@pytest.mark.slow
 def test_killed_study_leaves_no_workers_and_resumes_to_the_same_numbers(tmp_path, cache):
     env = cli_env(cache)
     reference = run(_cmd(tmp_path / "reference"), env, tmp_path, timeout=600)
