@@ -17,13 +17,6 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked slow first, in their usual order otherwise: xdist hands out the first quarter of the tests
-    to its workers in turn, so the slow ones start at once on every worker and the many short ones fill in
-    after them, rather than one worker finishing a slow test alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago, for a process group's rendezvous."""
